@@ -1,0 +1,97 @@
+"""framelens: a frame-processor framework for live video and vision-language models.
+
+Plugin authors import everything they need from here::
+
+    from framelens import Frame, Options, Processor, hookimpl
+
+Names not listed in ``__all__`` are internal and may change.
+"""
+
+from __future__ import annotations
+
+from .aio import AsyncRunner
+from .backend import (
+    ChatChunk,
+    ChatMessage,
+    ChatResult,
+    ContentPart,
+    GenerationParams,
+    Health,
+    ImagePart,
+    ModelInfo,
+    TextPart,
+    Usage,
+    VideoPart,
+    VLMBackend,
+    VLMTimings,
+)
+from .capture import LiveCapture
+from .context import Context
+from .errors import BackendError, ConfigError, FramelensError, OutputError, PluginError, SourceError
+from .events import Event, EventBus
+from .frame import Frame, Results
+from .hookspecs import hookimpl
+from .imaging import decode_image, encode_jpeg, fit_max_side, sniff_image_type
+from .options import CommaList, Field, Options
+from .output import Output
+from .processor import Processor
+from .registry import ComponentSpec, RegisterFn
+from .results import Caption, HasCaption, captions_of
+from .service import Service
+from .source import Source, SourceInfo, redact
+from .streams import Stream, StreamRegistry
+from .worker import BackgroundWorker
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncRunner",
+    "BackendError",
+    "BackgroundWorker",
+    "Caption",
+    "ChatChunk",
+    "ChatMessage",
+    "ChatResult",
+    "CommaList",
+    "ComponentSpec",
+    "ConfigError",
+    "ContentPart",
+    "Context",
+    "Event",
+    "EventBus",
+    "Field",
+    "Frame",
+    "FramelensError",
+    "GenerationParams",
+    "HasCaption",
+    "Health",
+    "ImagePart",
+    "LiveCapture",
+    "ModelInfo",
+    "Options",
+    "Output",
+    "OutputError",
+    "PluginError",
+    "Processor",
+    "RegisterFn",
+    "Results",
+    "Service",
+    "Source",
+    "SourceError",
+    "SourceInfo",
+    "Stream",
+    "StreamRegistry",
+    "TextPart",
+    "Usage",
+    "VLMBackend",
+    "VLMTimings",
+    "VideoPart",
+    "__version__",
+    "captions_of",
+    "decode_image",
+    "encode_jpeg",
+    "fit_max_side",
+    "hookimpl",
+    "redact",
+    "sniff_image_type",
+]

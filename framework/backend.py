@@ -1,0 +1,231 @@
+"""The VLM backend interface: one provider-neutral way to ask a vision-language model.
+
+Describers, alerts and the HTTP service speak only this interface, so any
+backend (Ollama, an OpenAI-compatible server, a local engine) can sit behind
+any of them. Messages follow OpenAI's chat shape; images travel as decoded
+frames or encoded bytes and each backend encodes them the way its server wants.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+import numpy as np
+
+__all__ = [
+    "ChatChunk",
+    "ChatMessage",
+    "ChatResult",
+    "ContentPart",
+    "GenerationParams",
+    "Health",
+    "ImagePart",
+    "ModelInfo",
+    "TextPart",
+    "Usage",
+    "VLMBackend",
+    "VLMTimings",
+    "VideoPart",
+]
+
+
+@dataclass(frozen=True)
+class TextPart:
+    """Text inside a message."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ImagePart:
+    """One image: a decoded BGR ``image`` or encoded ``data`` (JPEG, PNG, WebP) of type ``mime``.
+
+    ``detail`` carries OpenAI's ``low``/``high``/``auto`` hint to backends that use it.
+    """
+
+    image: np.ndarray | None = None
+    data: bytes | None = None
+    mime: str = "image/jpeg"
+    detail: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.image is None) == (self.data is None):
+            raise ValueError("ImagePart needs exactly one of image or data")
+
+
+@dataclass(frozen=True)
+class VideoPart:
+    """A short clip: decoded ``frames`` (oldest first) or an encoded MP4 in ``data``.
+
+    ``fps`` / ``num_frames`` are the sampling the client asked for
+    (NIM's ``media_io_kwargs``); at most one of them is set.
+    """
+
+    frames: tuple[np.ndarray, ...] = ()
+    data: bytes | None = None
+    fps: float | None = None
+    num_frames: int | None = None
+
+
+ContentPart = Union[TextPart, ImagePart, VideoPart]
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One chat turn. ``content`` is plain text or a sequence of parts."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str | tuple[ContentPart, ...]
+
+    def text(self) -> str:
+        """All text of the message joined with newlines."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(p.text for p in self.content if isinstance(p, TextPart))
+
+    def parts(self) -> tuple[ContentPart, ...]:
+        if isinstance(self.content, str):
+            return (TextPart(self.content),)
+        return self.content
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to generate. ``None`` means "the backend's default".
+
+    ``json_schema`` asks for output that matches the schema (structured output);
+    ``json_object`` for any JSON object. ``extra`` carries backend-specific
+    request fields (``media_io_kwargs``, ``keep_alive``...) that the backend
+    documents; backends ignore keys they do not know.
+    """
+
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    json_schema: Mapping[str, Any] | None = None
+    json_object: bool = False
+    timeout: float | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def used(self) -> set[str]:
+        """Names of the parameters that are set, for :attr:`VLMBackend.supports` checks."""
+        names = {"max_tokens", "temperature", "top_p", "seed", "json_schema"}
+        used = {n for n in names if getattr(self, n) is not None}
+        if self.stop:
+            used.add("stop")
+        if self.json_object:
+            used.add("json_object")
+        return used
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one call."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class VLMTimings:
+    """Where the time of one call went, in seconds; ``None`` when the server does not say."""
+
+    total_s: float = 0.0
+    first_token_s: float | None = None
+    prompt_s: float | None = None
+    generate_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ChatResult:
+    """The answer to a :meth:`VLMBackend.chat` call."""
+
+    text: str
+    finish_reason: str = "stop"
+    usage: Usage = field(default_factory=Usage)
+    timings: VLMTimings = field(default_factory=VLMTimings)
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ChatChunk:
+    """One piece of a streamed answer. The last chunk has ``finish_reason`` and ``usage`` set."""
+
+    text: str = ""
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    timings: VLMTimings | None = None
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A model a backend can serve."""
+
+    id: str
+    owned_by: str = "framelens"
+    created: int = 0
+    capabilities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Health:
+    """Whether a backend can take requests now, and why not."""
+
+    ready: bool
+    detail: str = ""
+
+
+class VLMBackend(ABC):
+    """A vision-language model service.
+
+    Implementations keep one pooled HTTP client (or one loaded engine) for their
+    lifetime and are called from ``context.runner``'s event loop. Every failure
+    is raised as :class:`~framelens.BackendError` with a ``kind`` and a message
+    a user can act on (the URL that did not answer, ``ollama pull MODEL``...).
+
+    ``supports`` lists the :class:`GenerationParams` names and input kinds
+    (``"images"``, ``"video"``, ``"stream"``) the backend honours; callers
+    reject requests that need anything else instead of ignoring it.
+    """
+
+    name: str = "backend"
+    supports: frozenset[str] = frozenset({"images", "stream", "max_tokens", "temperature"})
+
+    @property
+    def default_model(self) -> str | None:
+        """The model used when a request names none."""
+        return None
+
+    @abstractmethod
+    async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> ChatResult:
+        """Answer in one piece."""
+
+    @abstractmethod
+    def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[ChatChunk]:
+        """Answer piece by piece (an async generator). Errors after the first chunk raise too."""
+
+    @abstractmethod
+    async def models(self) -> list[ModelInfo]:
+        """The models this backend can use now."""
+
+    async def health(self) -> Health:
+        """Whether the backend can serve requests now. Default: ask for the models."""
+        try:
+            await self.models()
+        except Exception as exc:
+            return Health(False, str(exc))
+        return Health(True, "ready")
+
+    async def aclose(self) -> None:
+        """Release connections and engines. Default: nothing."""

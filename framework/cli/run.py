@@ -1,0 +1,109 @@
+"""``framelens run``: read a source, process frames, write outputs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..config import RunConfig, load_deployment, merge_cli
+from ..plugin_manager import get_plugin_manager
+from ..runtime import Runtime
+
+__all__ = ["add_parser", "add_pipeline_arguments", "config_from_args"]
+
+EXAMPLES = """\
+examples:
+  framelens run -s testpattern -p fps -o mjpeg
+      test pattern with an fps counter at http://localhost:8080/
+  framelens run -s /dev/video0 -p ollama -c ollama-model=llava -p captions -o mjpeg
+      describe the webcam with Ollama and draw the description
+  framelens run -s rtsp://cam.local/stream -p blur -o out.mp4 -o mjpeg
+      blur a camera stream, record it and watch it in the browser
+  framelens run -s clip.mp4 -p facedetect -p fps -o none --benchmark
+      measure a pipeline on a file, as fast as it goes
+  framelens run -f configs/webcam-ollama.yaml -c ollama-model=moondream
+      run a deployment file, overriding one option
+
+Options are namespaced by the component's name (or the id given as -p NAME:ID):
+-c ollama-model=llava sets option `model` of `ollama`. See `framelens list NAME`.
+"""
+
+
+def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-f", "--file", help="deployment YAML file (see configs/)")
+    p.add_argument("-p", "--processor", action="append", default=[], metavar="NAME[:ID]",
+                   help="add a processor or service; repeat to chain, in order")
+    p.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
+                   help="set an option, namespaced by component: -c ollama-model=llava")
+    p.add_argument("--events", metavar="PATH", help="append every event as a JSON line to PATH (- for stdout)")
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
+                   help="log verbosity (default info)")
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="run a pipeline: source -> processors -> outputs",
+        description="Read frames from a source, pass them through processors in the given order, "
+        "and write them to outputs.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("-s", "--source", help="testpattern, 0, /dev/video0, v4l2:///dev/video0, csi://0, "
+                   "rtsp://..., http://..., a video, an image, a directory or glob (default 0)")
+    p.add_argument("-o", "--output", action="append", default=[], metavar="TARGET",
+                   help="mjpeg (default), rtsp, none, or a file such as out.mp4; repeatable")
+    add_pipeline_arguments(p)
+    p.add_argument("--width", type=int, help="requested capture width")
+    p.add_argument("--height", type=int, help="requested capture height")
+    p.add_argument("--fps", type=float, help="requested capture frame rate")
+    p.add_argument("--realtime", action="store_true", default=None,
+                   help="play files at their native frame rate instead of as fast as possible")
+    p.add_argument("--loop", action="store_true", default=None, help="restart files when they end")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--max-failures", type=int, metavar="N",
+                   help="disable a processor after N consecutive failures (default 10)")
+    p.add_argument("--benchmark", action="store_true", default=None,
+                   help="print a JSON line with frames, fps and per-processor timings at exit")
+    p.set_defaults(handler=handle)
+
+
+def config_from_args(args: argparse.Namespace, *, default_output: str | None = "mjpeg") -> RunConfig:
+    cfg = load_deployment(args.file) if args.file else RunConfig()
+    run_flags = {
+        "width": getattr(args, "width", None),
+        "height": getattr(args, "height", None),
+        "fps": getattr(args, "fps", None),
+        "realtime": getattr(args, "realtime", None),
+        "loop": getattr(args, "loop", None),
+        "max-frames": getattr(args, "max_frames", None),
+        "max-failures": getattr(args, "max_failures", None),
+        "benchmark": getattr(args, "benchmark", None),
+        "events": args.events,
+    }
+    merge_cli(cfg, source=getattr(args, "source", None), stages=args.processor,
+              outputs=getattr(args, "output", []), settings=args.config, run=run_flags)
+    if not cfg.outputs and default_output:
+        merge_cli(cfg, source=None, stages=[], outputs=[default_output], settings=[], run={})
+    return cfg
+
+
+def _check_run_numbers(cfg: RunConfig) -> None:
+    from ..errors import ConfigError
+
+    for key in ("max-frames", "max-failures", "width", "height"):
+        value = cfg.run.get(key)
+        if value is not None and value <= 0:
+            raise ConfigError(f"--{key}: must be a positive number, got {value}")
+    fps = cfg.run.get("fps")
+    if fps is not None and fps <= 0:
+        raise ConfigError(f"--fps: must be a positive number, got {fps}")
+
+
+def handle(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    _check_run_numbers(cfg)
+    runtime = Runtime(cfg, get_plugin_manager().registry)
+    runtime.build()
+    runtime.run()
+    return 0

@@ -1,0 +1,298 @@
+"""Run configuration: deployment files, ``-c`` settings and their validation.
+
+A deployment file holds what the command line can say::
+
+    source: rtsp://camera.local/stream1
+    processors:
+      - ollama                                  # a name alone
+      - name: ollama                            # the same processor again, with its own id
+        id: second
+        options: {model: moondream, prompt: "Is the door open?"}
+      - captions: {size: 0.8}                   # {name: options}
+    outputs: [mjpeg, recording.mp4]
+    options:                                    # namespaced like -c
+      ollama-model: llava
+    run: {max-frames: 1000, realtime: true, events: events.jsonl}
+
+``${VAR}`` and ``${VAR:-default}`` are replaced from the environment. Command-line
+flags override the file: ``-s``, ``-p`` and ``-o`` replace its lists, ``-c`` values
+replace single options.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError
+from .options import Options, closest, option_key, parse_options
+from .registry import ComponentSpec, Registry
+
+__all__ = ["RUN_KEYS", "RunConfig", "StageConfig", "ValidatedStage", "load_deployment", "merge_cli", "split_setting"]
+
+RUN_KEYS = {
+    "max-frames": int,
+    "realtime": bool,
+    "loop": bool,
+    "events": str,
+    "benchmark": bool,
+    "max-failures": int,
+    "width": int,
+    "height": int,
+    "fps": float,
+    "log-level": str,
+}
+
+
+@dataclass
+class StageConfig:
+    """One configured processor, service or output before validation."""
+
+    name: str
+    id: str
+    options: dict[str, Any] = field(default_factory=dict)
+    where: str = "-p"
+    target: str = ""
+
+
+@dataclass
+class ValidatedStage:
+    """A stage whose component was found and whose options passed validation."""
+
+    spec: ComponentSpec
+    id: str
+    options: Options
+    target: str = ""
+
+
+@dataclass
+class RunConfig:
+    """Everything a run needs, merged from the file and the command line."""
+
+    source: str | None = None
+    stages: list[StageConfig] = field(default_factory=list)
+    outputs: list[StageConfig] = field(default_factory=list)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # namespace -> key -> value
+    setting_origin: dict[tuple[str, str], str] = field(default_factory=dict)
+    raw_settings: list[tuple[str, Any, str]] = field(default_factory=list)  # full key, value, where
+    run: dict[str, Any] = field(default_factory=dict)
+
+    # -- validation ------------------------------------------------------------------------
+
+    def resolve_settings(self, registry: Registry, source_spec: ComponentSpec | None) -> None:
+        """Split every ``-c`` key into namespace and option, against the configured components."""
+        spaces = self.namespaces(registry, source_spec)
+        for full_key, value, where in self.raw_settings:
+            ns, key = split_setting(full_key, spaces, where)
+            self.settings.setdefault(ns, {})[key] = value
+            self.setting_origin[(ns, key)] = where
+
+    def namespaces(self, registry: Registry, source_spec: ComponentSpec | None) -> dict[str, list[type[Options]]]:
+        """Each option namespace of this run and the option models that share it."""
+        spaces: dict[str, list[type[Options]]] = {}
+        for stage in [*self.stages, *self.outputs]:
+            spec = registry.find("processor", stage.name) or registry.find("service", stage.name)
+            spec = spec or registry.find("output", stage.name)
+            if spec is not None:
+                spaces.setdefault(stage.id, []).append(spec.options)
+        if source_spec is not None:
+            spaces.setdefault(source_spec.name, []).append(source_spec.options)
+        for spec in registry.all("backend"):
+            spaces.setdefault(spec.name, []).append(spec.options)
+        return spaces
+
+    def validate_stage(self, spec: ComponentSpec, stage: StageConfig) -> ValidatedStage:
+        declared = {option_key(f) for f in spec.options.model_fields}
+        merged = dict(stage.options)
+        for key, value in self.settings.get(stage.id, {}).items():
+            if key in declared:
+                merged[key] = value
+        where = stage.where if not self.settings.get(stage.id) else f"{stage.where} / -c"
+        options = parse_options(spec.options, merged, namespace=stage.id, where=where)
+        return ValidatedStage(spec, stage.id, options, stage.target)
+
+    def check_unused_settings(self, spaces: Mapping[str, list[type[Options]]]) -> None:
+        """Every ``-c`` key must be an option of some component in its namespace."""
+        problems = []
+        for ns, values in self.settings.items():
+            declared = {option_key(f) for model in spaces.get(ns, []) for f in model.model_fields}
+            for key in values:
+                if key not in declared:
+                    full = f"{ns}-{key}"
+                    near = closest(full, [f"{ns}-{d}" for d in declared])
+                    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+                    where = self.setting_origin.get((ns, key), "-c")
+                    problems.append(f"{where}: unknown option '{full}'{hint}")
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+
+def split_setting(full_key: str, spaces: Mapping[str, list[type[Options]]], where: str) -> tuple[str, str]:
+    """``ollama-model`` -> (``ollama``, ``model``), taking the longest namespace that matches."""
+    for ns in sorted(spaces, key=len, reverse=True):
+        if full_key.startswith(ns + "-") and len(full_key) > len(ns) + 1:
+            return ns, full_key[len(ns) + 1 :]
+    valid = [f"{ns}-{option_key(f)}" for ns, models in spaces.items() for m in models for f in m.model_fields]
+    near = closest(full_key, valid)
+    hint = f" (did you mean {', '.join(near)}?)" if near else ""
+    prefix = full_key.split("-", 1)[0]
+    if not near:
+        hint = f" (no configured component is called {prefix!r}; configured: {', '.join(sorted(spaces))})"
+    raise ConfigError(f"{where}: unknown option '{full_key}'{hint}")
+
+
+# -- deployment files ------------------------------------------------------------------------
+
+_NAME_ID = re.compile(r"^[a-z][a-z0-9_-]*(:[A-Za-z0-9_-]+)?$")
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, path: str, file: str) -> Any:
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{file}: {path}: environment variable {name} is not set")
+
+        return _ENV.sub(sub, value)
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", file) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}" if path else str(k), file) for k, v in value.items()}
+    return value
+
+
+def _stage(entry: Any, where: str, *, default_kind: str) -> StageConfig:
+    if isinstance(entry, str):
+        if "://" in entry or (default_kind == "output" and not _NAME_ID.match(entry)):
+            return StageConfig("", "", {}, where, target=entry)
+        name, _, ident = entry.partition(":")
+        return StageConfig(name, ident or name, {}, where, target=name)
+    if isinstance(entry, dict):
+        if "name" in entry or "target" in entry:
+            unknown = set(entry) - {"name", "id", "options", "target"}
+            if unknown:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (expected name, id, options)")
+            name = str(entry.get("name") or entry.get("target"))
+            options = entry.get("options") or {}
+            if not isinstance(options, dict):
+                raise ConfigError(f"{where}.options: expected a mapping of option: value")
+            target = str(entry.get("target") or name)
+            return StageConfig(name, str(entry.get("id") or name), dict(options), where, target)
+        if len(entry) == 1:
+            (name, options), = entry.items()
+            if options is not None and not isinstance(options, dict):
+                raise ConfigError(f"{where}.{name}: expected a mapping of option: value")
+            return StageConfig(str(name), str(name), dict(options or {}), where, target=str(name))
+    raise ConfigError(f"{where}: expected a name or a mapping with 'name' and 'options'")
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, dict)):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise ConfigError(f"{where}: expected a list")
+
+
+def load_deployment(path: str | Path) -> RunConfig:
+    """Read and check the shape of a deployment file (options are checked later, against plugins)."""
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read deployment file {file}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{file}:{at} invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: expected a mapping at the top level")
+    known = {"source", "processors", "services", "outputs", "options", "backends", "run"}
+    unknown = set(data) - known
+    if unknown:
+        near = closest(sorted(unknown)[0], known)
+        hint = f" (did you mean {near[0]}?)" if near else f" (expected: {', '.join(sorted(known))})"
+        raise ConfigError(f"{file}: unknown key '{sorted(unknown)[0]}'{hint}")
+    data = _expand(data, "", file)
+    cfg = RunConfig()
+    if data.get("source") is not None:
+        if not isinstance(data["source"], (str, int)):
+            raise ConfigError(f"{file}: source: expected a locator such as testpattern or rtsp://...")
+        cfg.source = str(data["source"])
+    entries = [*_list(data.get("processors"), f"{file}: processors"), *_list(data.get("services"), f"{file}: services")]
+    cfg.stages = [_stage(e, f"{file}: processors[{i}]", default_kind="processor") for i, e in enumerate(entries)]
+    outputs = _list(data.get("outputs"), f"{file}: outputs")
+    cfg.outputs = [_stage(e, f"{file}: outputs[{i}]", default_kind="output") for i, e in enumerate(outputs)]
+    options = data.get("options") or {}
+    if not isinstance(options, dict):
+        raise ConfigError(f"{file}: options: expected a mapping of namespaced keys (ollama-model: llava)")
+    cfg.raw_settings = [(str(k), v, f"{file}: options.{k}") for k, v in options.items()]
+    backends = data.get("backends") or {}
+    if not isinstance(backends, dict):
+        raise ConfigError(f"{file}: backends: expected a mapping of backend name to options")
+    for bname, bopts in backends.items():
+        if not isinstance(bopts, dict):
+            raise ConfigError(f"{file}: backends.{bname}: expected a mapping of option: value")
+        cfg.raw_settings += [(f"{bname}-{k}", v, f"{file}: backends.{bname}.{k}") for k, v in bopts.items()]
+    run = data.get("run") or {}
+    if not isinstance(run, dict):
+        raise ConfigError(f"{file}: run: expected a mapping")
+    for key, value in run.items():
+        norm = str(key).replace("_", "-")
+        if norm not in RUN_KEYS:
+            near = closest(norm, RUN_KEYS)
+            hint = f" (did you mean {near[0]}?)" if near else f" (expected: {', '.join(RUN_KEYS)})"
+            raise ConfigError(f"{file}: run.{key}: unknown setting{hint}")
+        cfg.run[norm] = _coerce_run(norm, value, f"{file}: run.{key}")
+    return cfg
+
+
+def _coerce_run(key: str, value: Any, where: str) -> Any:
+    kind = RUN_KEYS[key]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+
+
+def merge_cli(cfg: RunConfig, *, source: str | None, stages: Iterable[str], outputs: Iterable[str],
+              settings: Iterable[str], run: Mapping[str, Any]) -> RunConfig:
+    """Lay command-line flags over a (possibly empty) deployment."""
+    if source is not None:
+        cfg.source = source
+    stages = list(stages)
+    if stages:
+        cfg.stages = [_stage(s, f"-p {s}", default_kind="processor") for s in stages]
+    outputs = list(outputs)
+    if outputs:
+        cfg.outputs = [_stage(o, f"-o {o}", default_kind="output") for o in outputs]
+    for item in settings:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"-c {item}: expected key=value, e.g. -c ollama-model=llava")
+        cfg.raw_settings.append((key.strip(), value, f"-c {key.strip()}"))
+    for key, value in run.items():
+        if value is not None:
+            cfg.run[key] = value
+    return cfg

@@ -1,0 +1,145 @@
+"""What a run gives its plugins: events, shared results, backends, streams, the I/O loop."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from .aio import AsyncRunner
+from .backend import VLMBackend
+from .errors import ConfigError
+from .events import EventBus
+from .options import option_key, parse_options
+from .registry import Registry
+from .source import Source
+from .streams import StreamRegistry
+
+__all__ = ["Context"]
+
+log = logging.getLogger("framelens")
+
+
+class Context:
+    """Shared state of one run, handed to every component factory.
+
+    Attributes:
+        registry: every registered component (to look up other plugins).
+        events: the event bus behind ``--events``, the HTTP service and notifiers.
+        runner: the run's asyncio loop thread, for network I/O.
+        streams: live sources kept open (``stream://ID``).
+        metrics: the Prometheus registry that ``/metrics`` exposes.
+        stopping: set when the run is shutting down.
+    """
+
+    def __init__(
+        self,
+        registry: Registry,
+        *,
+        namespaces: Mapping[str, Mapping[str, Any]] | None = None,
+        events: EventBus | None = None,
+        runner: AsyncRunner | None = None,
+    ) -> None:
+        self.registry = registry
+        self.events = events or EventBus()
+        self.runner = runner or AsyncRunner()
+        self.metrics = CollectorRegistry()
+        self.stopping = threading.Event()
+        self.streams = StreamRegistry(self.make_source, self.events)
+        self.frame_stats: dict[str, Any] = {}
+        self._namespaces = {k: dict(v) for k, v in (namespaces or {}).items()}
+        self._sticky: dict[str, Any] = {}
+        self._sticky_lock = threading.Lock()
+        self._backends: dict[str, VLMBackend] = {}
+        self._backend_lock = threading.Lock()
+        self._closers: list[Callable[[], None]] = []
+
+    # -- results that outlive a frame ------------------------------------------------------
+
+    def publish_result(self, key: str, value: Any) -> None:
+        """Make ``value`` visible as ``frame.results[key]`` on every later frame until replaced.
+
+        ``None`` removes the key. Safe to call from any thread.
+        """
+        with self._sticky_lock:
+            if value is None:
+                self._sticky.pop(key, None)
+            else:
+                self._sticky = {**self._sticky, key: value}
+
+    def sticky_results(self) -> Mapping[str, Any]:
+        """The current published results (a snapshot; never mutated afterwards)."""
+        return self._sticky
+
+    # -- options ---------------------------------------------------------------------------
+
+    def namespace_options(self, namespace: str) -> dict[str, Any]:
+        """Raw ``-c NAMESPACE-key=value`` settings for ``namespace`` (unvalidated)."""
+        return dict(self._namespaces.get(namespace, {}))
+
+    # -- backends --------------------------------------------------------------------------
+
+    def share_backend(self, name: str, backend: VLMBackend) -> None:
+        """Offer ``backend`` under ``name`` so services and alerts that ask for it reuse it."""
+        with self._backend_lock:
+            self._backends.setdefault(name, backend)
+
+    def backend(self, name: str) -> VLMBackend:
+        """The run's backend called ``name``, created on first use from the
+        ``-c NAME-...`` options that the backend declares."""
+        with self._backend_lock:
+            existing = self._backends.get(name)
+            if existing is not None:
+                return existing
+            spec = self.registry.get("backend", name)
+            declared = {option_key(f) for f in spec.options.model_fields}
+            raw = {k: v for k, v in self.namespace_options(name).items() if k in declared}
+            options = parse_options(spec.options, raw, namespace=name)
+            backend = spec.factory(options, self)
+            if not isinstance(backend, VLMBackend):
+                raise ConfigError(f"backend {name!r} factory did not return a VLMBackend")
+            self._backends[name] = backend
+            return backend
+
+    def backends(self) -> dict[str, VLMBackend]:
+        with self._backend_lock:
+            return dict(self._backends)
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def make_source(self, locator: str) -> Source:
+        """A source object for ``locator`` (resolved like ``-s``), not yet opened."""
+        spec = self.registry.resolve("source", locator)
+        declared = {option_key(f) for f in spec.options.model_fields}
+        raw = {k: v for k, v in self.namespace_options(spec.name).items() if k in declared}
+        options = parse_options(spec.options, raw, namespace=spec.name)
+        source = spec.factory(locator, options, self)
+        if not isinstance(source, Source):
+            raise ConfigError(f"source {spec.name!r} factory did not return a Source")
+        return source
+
+    # -- shutdown --------------------------------------------------------------------------
+
+    def on_close(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` at shutdown (after outputs and services stopped), last added first."""
+        self._closers.append(fn)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.streams.close_all()
+        for fn in reversed(self._closers):
+            try:
+                fn()
+            except Exception:
+                log.exception("shutdown step %r failed", fn)
+        backends = self.backends()
+        if backends and self.runner.loop.is_running():
+            for name, b in backends.items():
+                try:
+                    self.runner.run(b.aclose(), timeout=5)
+                except Exception:
+                    log.exception("closing backend %s failed", name)
+        self.runner.stop()

@@ -1,0 +1,182 @@
+"""Plugin discovery: entry points of the ``framelens`` group, built-ins included.
+
+framelens's own plugins are listed under the same entry-point group as
+third-party ones, so both are found the same way. Environment switches:
+
+``FRAMELENS_LOAD_PLUGINS=dist1,dist2``
+    load entry points only from these distributions (and framelens itself);
+    an empty value loads framelens's built-ins only.
+``FRAMELENS_DISABLE_PLUGINS=name1,name2``
+    never load these entry-point names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .errors import PluginError
+from .registry import KINDS, Registry
+
+__all__ = ["BUILTIN_PLUGINS", "LoadedPlugin", "PluginManager", "get_plugin_manager"]
+
+log = logging.getLogger("framelens.plugins")
+
+GROUP = "framelens"
+SELF_DIST = "framelens"
+
+# Used only when framelens runs from a source tree without installed metadata;
+# an installed framelens finds the same modules through its entry points.
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("testpattern", "framelens.plugins.testpattern"),
+    ("opencv_sources", "framelens.plugins.opencv_sources"),
+    ("mjpeg", "framelens.plugins.mjpeg"),
+    ("videofile", "framelens.plugins.videofile"),
+    ("captions", "framelens.plugins.captions"),
+    ("classical", "framelens.plugins.classical"),
+    ("fps", "framelens.plugins.fps"),
+    ("ollama", "framelens.plugins.ollama"),
+    ("openai_compat", "framelens.plugins.openai_compat"),
+    ("http", "framelens.plugins.http"),
+    ("alerts", "framelens.plugins.alerts"),
+    ("rtsp", "framelens.plugins.rtsp"),
+)
+
+_HOOK_FOR_KIND = {
+    "source": "register_sources",
+    "processor": "register_processors",
+    "output": "register_outputs",
+    "backend": "register_backends",
+    "service": "register_services",
+}
+
+
+@dataclass(frozen=True)
+class LoadedPlugin:
+    """A plugin module that was registered, and the distribution it came from."""
+
+    name: str
+    module: str
+    distribution: str | None
+    version: str | None
+
+
+def _env_list(name: str) -> list[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class PluginManager:
+    """pluggy's manager plus framelens's loading rules and component registry."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.loaded: list[LoadedPlugin] = []
+        self.problems: list[str] = []
+        self._registry: Registry | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+
+    def load_entrypoints(self) -> None:
+        only = _env_list("FRAMELENS_LOAD_PLUGINS")
+        blocked = set(_env_list("FRAMELENS_DISABLE_PLUGINS") or [])
+        seen: dict[str, str] = {}
+        for dist in importlib.metadata.distributions():
+            dist_name = dist.metadata["Name"] or "?"
+            for ep in dist.entry_points:
+                if ep.group != GROUP:
+                    continue
+                if ep.name in blocked:
+                    continue
+                if only is not None and dist_name != SELF_DIST and dist_name not in only:
+                    continue
+                if ep.name in seen:
+                    if seen[ep.name] != dist_name:
+                        self.problems.append(
+                            f"plugin name {ep.name!r} is provided by both {seen[ep.name]} and"
+                            f" {dist_name}; only the one from {seen[ep.name]} is loaded"
+                        )
+                    continue
+                seen[ep.name] = dist_name
+                try:
+                    module = ep.load()
+                except Exception as exc:  # a broken plugin must not take the CLI down with it
+                    self.problems.append(f"plugin {ep.name!r} from {dist_name} failed to load: {exc}")
+                    continue
+                self.register(module, ep.name, dist_name, dist.version)
+        for name, modname in BUILTIN_PLUGINS:
+            if name in blocked or self.pm.get_plugin(name) is not None:
+                continue
+            self.register(importlib.import_module(modname), name, SELF_DIST, None)
+
+    def register(
+        self, plugin: ModuleType | object, name: str, distribution: str | None = None, version: str | None = None
+    ) -> None:
+        """Register a plugin object or module under ``name`` (tests use this directly)."""
+        if self.pm.get_plugin(name) is not None:
+            raise PluginError(f"a plugin named {name!r} is already registered")
+        self.pm.register(plugin, name=name)
+        module = getattr(plugin, "__name__", type(plugin).__name__)
+        self.loaded.append(LoadedPlugin(name, module, distribution, version))
+        self._registry = None
+
+    def unregister(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self.loaded = [p for p in self.loaded if p.name != name]
+        self._registry = None
+
+    # -- the registry ----------------------------------------------------------------------
+
+    @property
+    def registry(self) -> Registry:
+        """Components registered by every loaded plugin (built once, rebuilt after changes)."""
+        if self._registry is None:
+            self._registry = self._collect()
+        return self._registry
+
+    def _collect(self) -> Registry:
+        registry = Registry()
+        dists = {p.name: p.distribution for p in self.loaded}
+        for kind in KINDS:
+            caller = getattr(self.pm.hook, _HOOK_FOR_KIND[kind])
+            # Called per implementation so each registration knows which plugin made it.
+            for impl in reversed(caller.get_hookimpls()):
+                register = registry.register_fn(kind, impl.plugin_name, dists.get(impl.plugin_name))
+                kwargs: dict[str, Any] = {"register": register}
+                impl.function(**{a: kwargs[a] for a in impl.argnames})
+        registry.problems[:0] = self.problems
+        return registry
+
+    def call_routes(self, register: Any, context: Any) -> None:
+        self.pm.hook.register_routes(register=register, context=context)
+
+    def plugin_names(self) -> Iterable[str]:
+        return [p.name for p in self.loaded]
+
+
+_manager: PluginManager | None = None
+_lock = threading.Lock()
+
+
+def get_plugin_manager() -> PluginManager:
+    """The process-wide plugin manager, with entry points loaded on first use."""
+    global _manager
+    with _lock:
+        if _manager is None:
+            manager = PluginManager()
+            manager.load_entrypoints()
+            _manager = manager
+        return _manager

@@ -1,0 +1,128 @@
+"""The name -> factory registry that plugins fill through the ``register_*`` hooks."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from .errors import ConfigError, PluginError
+from .options import Options, closest
+
+__all__ = ["KINDS", "ComponentSpec", "RegisterFn", "Registry"]
+
+KINDS = ("source", "processor", "output", "backend", "service")
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(?:-[a-z0-9_]+)*$")
+_SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+
+
+class RegisterFn(Protocol):
+    """The ``register`` callable handed to the collection hooks."""
+
+    def __call__(
+        self,
+        name: str,
+        factory: Callable[..., Any],
+        *,
+        options: type[Options] = Options,
+        help: str = "",
+        schemes: Sequence[str] = (),
+        claims: Callable[[str], bool] | None = None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    """One registered thing: its kind, name, factory, options and origin."""
+
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    options: type[Options]
+    help: str
+    plugin: str
+    distribution: str | None = None
+    schemes: tuple[str, ...] = ()
+    claims: Callable[[str], bool] | None = field(default=None, compare=False)
+
+
+class Registry:
+    """Every component the loaded plugins registered, by kind and name."""
+
+    def __init__(self) -> None:
+        self._specs: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
+        self.problems: list[str] = []
+
+    def register_fn(self, kind: str, plugin: str, distribution: str | None) -> RegisterFn:
+        def register(
+            name: str,
+            factory: Callable[..., Any],
+            *,
+            options: type[Options] = Options,
+            help: str = "",
+            schemes: Sequence[str] = (),
+            claims: Callable[[str], bool] | None = None,
+        ) -> None:
+            if not _NAME.match(name):
+                raise PluginError(f"plugin {plugin!r} registered an invalid {kind} name {name!r}")
+            if not (isinstance(options, type) and issubclass(options, Options)):
+                raise PluginError(f"{kind} {name!r} from {plugin!r}: options must subclass framelens.Options")
+            spec = ComponentSpec(
+                kind, name, factory, options, help, plugin, distribution, tuple(schemes), claims
+            )
+            self.add(spec)
+
+        return register
+
+    def add(self, spec: ComponentSpec) -> None:
+        existing = self._specs[spec.kind].get(spec.name)
+        if existing is not None:
+            self.problems.append(
+                f"{spec.kind} {spec.name!r} is registered twice: by {existing.plugin}"
+                f" ({existing.distribution or 'no distribution'}) and by {spec.plugin}"
+                f" ({spec.distribution or 'no distribution'}); the first one is used."
+                f" Uninstall one, or block it with FRAMELENS_DISABLE_PLUGINS={spec.plugin}"
+            )
+            return
+        self._specs[spec.kind][spec.name] = spec
+
+    def get(self, kind: str, name: str) -> ComponentSpec:
+        """The spec called ``name``; a :class:`ConfigError` with suggestions otherwise."""
+        try:
+            return self._specs[kind][name]
+        except KeyError:
+            names = sorted(self._specs[kind])
+            near = closest(name, names)
+            hint = f"did you mean {', '.join(near)}?" if near else f"available: {', '.join(names) or 'none'}"
+            raise ConfigError(f"unknown {kind} {name!r} ({hint})") from None
+
+    def find(self, kind: str, name: str) -> ComponentSpec | None:
+        return self._specs[kind].get(name)
+
+    def all(self, kind: str | None = None) -> Iterator[ComponentSpec]:
+        kinds = KINDS if kind is None else (kind,)
+        for k in kinds:
+            yield from sorted(self._specs[k].values(), key=lambda s: s.name)
+
+    def resolve(self, kind: str, locator: str) -> ComponentSpec:
+        """Find the source or output for ``-s``/``-o`` LOCATOR: by name, scheme, then claims."""
+        specs = self._specs[kind]
+        if locator in specs:
+            return specs[locator]
+        m = _SCHEME.match(locator)
+        if m:
+            scheme = m.group(1).lower()
+            for spec in specs.values():
+                if scheme in spec.schemes:
+                    return spec
+        for spec in sorted(specs.values(), key=lambda s: s.name):
+            if spec.claims is not None and spec.claims(locator):
+                return spec
+        names = sorted(specs)
+        schemes = sorted({f"{s}://" for spec in specs.values() for s in spec.schemes})
+        raise ConfigError(
+            f"no {kind} understands {locator!r} (names: {', '.join(names) or 'none'};"
+            f" URL schemes: {', '.join(schemes) or 'none'})"
+        )

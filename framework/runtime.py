@@ -1,0 +1,327 @@
+"""The runtime loop: source -> processors in the configured order -> outputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import IO, Any
+
+from prometheus_client import Counter
+
+from .capture import LiveCapture
+from .config import RunConfig, StageConfig, ValidatedStage
+from .context import Context
+from .errors import ConfigError
+from .events import JsonLinesWriter
+from .frame import Frame, Results
+from .options import option_key
+from .output import Output
+from .processor import Processor
+from .registry import ComponentSpec, Registry
+from .service import Service
+from .source import Source
+from .stats import Timings
+from .streams import Stream
+
+__all__ = ["Runtime", "Stage"]
+
+log = logging.getLogger("framelens.runtime")
+
+
+@dataclass
+class Stage:
+    """A processor in the pipeline, with its failure count and timings."""
+
+    id: str
+    processor: Processor
+    timings: Timings = field(default_factory=Timings)
+    failures: int = 0
+    enabled: bool = True
+
+
+class Runtime:
+    """Builds a run from a :class:`RunConfig` and runs it until the source ends or a stop.
+
+    ``build()`` validates everything and constructs components without touching
+    devices, so a bad setting fails before anything starts. ``run()`` starts the
+    components, loops, and always shuts everything down in reverse order.
+    """
+
+    def __init__(self, cfg: RunConfig, registry: Registry, *, stdout: IO[str] | None = None) -> None:
+        self.cfg = cfg
+        self.registry = registry
+        self.stdout = stdout or sys.stdout
+        self.context: Context | None = None
+        self.source: Source | None = None
+        self.source_spec: ComponentSpec | None = None
+        self.stages: list[Stage] = []
+        self.services: list[tuple[str, Service]] = []
+        self.outputs: list[tuple[str, Output]] = []
+        self.frames = 0
+        self.dropped = 0
+        self._stop = threading.Event()
+        self._capture: LiveCapture | None = None
+        self._events_writer: JsonLinesWriter | None = None
+
+    # -- building --------------------------------------------------------------------------
+
+    def setting(self, key: str, default: Any = None) -> Any:
+        return self.cfg.run.get(key, default)
+
+    def build(self, *, need_source: bool = True) -> None:
+        cfg, registry = self.cfg, self.registry
+        for problem in registry.problems:
+            log.warning("%s", problem)
+        if need_source:
+            self.source_spec = registry.resolve("source", cfg.source if cfg.source is not None else "0")
+        for stage in cfg.outputs:
+            if not stage.name:
+                spec = registry.resolve("output", stage.target)
+                stage.name = stage.id = spec.name
+        validated_stages = [self._find_stage_spec(stage) for stage in cfg.stages]
+        cfg.resolve_settings(registry, self.source_spec)
+        if self.source_spec is not None:
+            self._apply_source_requests(self.source_spec)
+        cfg.check_unused_settings(cfg.namespaces(registry, self.source_spec))
+        ids = [s.id for s in cfg.stages]
+        dup = next((i for i in ids if ids.count(i) > 1), None)
+        if dup:
+            raise ConfigError(
+                f"-p {dup}: configured twice with the same id; give the second one its own id, e.g. -p {dup}:{dup}2"
+            )
+        checked = [cfg.validate_stage(spec, stage) for spec, stage in validated_stages]
+        outputs = [cfg.validate_stage(registry.get("output", o.name), o) for o in cfg.outputs]
+        self.context = Context(registry, namespaces=cfg.settings)
+        ctx = self.context
+        if self.source_spec is not None:
+            src_stage = StageConfig(self.source_spec.name, self.source_spec.name, {}, f"-s {cfg.source}")
+            src = cfg.validate_stage(self.source_spec, src_stage)
+            self.source = self._construct(src, Source, lambda v: v.spec.factory(cfg.source or "0", v.options, ctx))
+        for v in checked:
+            if v.spec.kind == "service":
+                self.services.append((v.id, self._construct(v, Service, lambda v: v.spec.factory(v.options, ctx))))
+            else:
+                proc = self._construct(v, Processor, lambda v: v.spec.factory(v.options, ctx))
+                self.stages.append(Stage(v.id, proc))
+        for v in outputs:
+            target = v.target or v.spec.name
+            self.outputs.append((v.id, self._construct(v, Output, lambda v: v.spec.factory(target, v.options, ctx))))
+
+    def _find_stage_spec(self, stage: StageConfig) -> tuple[ComponentSpec, StageConfig]:
+        spec = self.registry.find("processor", stage.name) or self.registry.find("service", stage.name)
+        if spec is None:
+            try:
+                self.registry.get("processor", stage.name)
+            except ConfigError as exc:
+                raise ConfigError(f"{stage.where}: {exc}") from None
+        assert spec is not None
+        return spec, stage
+
+    def _apply_source_requests(self, spec: ComponentSpec) -> None:
+        declared = {option_key(f) for f in spec.options.model_fields}
+        for key in ("width", "height", "fps"):
+            value = self.cfg.run.get(key)
+            if value is None:
+                continue
+            if key not in declared:
+                raise ConfigError(f"--{key}: source {spec.name!r} does not take a requested {key}")
+            self.cfg.settings.setdefault(spec.name, {}).setdefault(key, value)
+
+    @staticmethod
+    def _construct(v: ValidatedStage, kind: type[Any], make: Any) -> Any:
+        obj = make(v)
+        if not isinstance(obj, kind):
+            raise ConfigError(f"{v.spec.kind} {v.spec.name!r} factory returned {type(obj).__name__}, not {kind.__name__}")
+        return obj
+
+    # -- running ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish after the current frame (thread-safe)."""
+        self._stop.set()
+
+    def _install_signals(self) -> list[tuple[int, Any]]:
+        if threading.current_thread() is not threading.main_thread():
+            return []
+        previous = []
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("received %s; stopping", signal.Signals(signum).name)
+            self.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous.append((sig, signal.signal(sig, handler)))
+        return previous
+
+    def run(self) -> dict[str, Any]:
+        """Start everything, loop, shut down. Returns the benchmark report."""
+        if self.context is None:
+            self.build()
+        ctx = self.context
+        assert ctx is not None
+        previous = self._install_signals()
+        started_components: list[Any] = []
+        started = time.monotonic()
+        try:
+            self._open_events(ctx)
+            ctx.runner.start()
+            for _, service in self.services:
+                service.start()
+                started_components.append(service)
+            for stage in self.stages:
+                stage.processor.start()
+                started_components.append(stage.processor)
+            for _, output in self.outputs:
+                output.start()
+                started_components.append(output)
+            ctx.events.publish("run", {"state": "started"})
+            started = time.monotonic()
+            if self.source is not None:
+                self._loop(ctx, self.source)
+            else:
+                self._stop.wait()
+        finally:
+            seconds = time.monotonic() - started
+            self._shutdown(ctx, started_components)
+            for sig, handler in previous:
+                signal.signal(sig, handler)
+        report = self.report(seconds)
+        if self.setting("benchmark"):
+            self.stdout.write(json.dumps(report) + "\n")
+            self.stdout.flush()
+        return report
+
+    def _open_events(self, ctx: Context) -> None:
+        target = self.setting("events")
+        if not target:
+            return
+        if target == "-":
+            self._events_writer = JsonLinesWriter(self.stdout, close=False)
+        else:
+            try:
+                stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed at shutdown
+            except OSError as exc:
+                raise ConfigError(f"--events {target}: cannot open for writing: {exc.strerror}") from None
+            self._events_writer = JsonLinesWriter(stream, close=True)
+        ctx.events.subscribe(self._events_writer)
+
+    def _frames(self, ctx: Context, source: Source) -> Any:
+        """Yield frames from the source: via a capture thread if live, else in turn."""
+        if source.live:
+            self._capture = LiveCapture(source, "main", ctx.events)
+            self._capture.start(wait_open=True)
+            ctx.streams.add(Stream("main", self.cfg.source or "", self._capture, origin="cli", opened_at=time.time()))
+            while not self._stop.is_set():
+                frame = self._capture.next(timeout=0.25)
+                if frame is None:
+                    if not self._capture.running:
+                        return
+                    continue
+                yield frame
+            return
+        realtime = bool(self.setting("realtime"))
+        loop_file = bool(self.setting("loop"))
+        info = source.open()
+        ctx.events.publish("source", {"state": "connected", "url": source.describe(), "width": info.width,
+                                      "height": info.height, "fps": info.fps}, source="main")
+        index = 0
+        fps = info.fps if realtime and info.fps else None
+        t0 = time.monotonic()
+        played = 0
+        while not self._stop.is_set():
+            image = source.read()
+            if image is None:
+                if loop_file and index > 0:
+                    source.close()
+                    source.open()
+                    continue
+                ctx.events.publish("source", {"state": "ended", "url": source.describe()}, source="main")
+                return
+            if fps:
+                delay = t0 + played / fps - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+            played += 1
+            yield Frame(image, index, time.time(), "main")
+            index += 1
+
+    def _loop(self, ctx: Context, source: Source) -> None:
+        max_frames = self.setting("max-frames")
+        max_failures = int(self.setting("max-failures", 10) or 10)
+        counter = Counter("framelens_frames", "Frames processed", ["source"], registry=ctx.metrics)
+        frames_main = counter.labels("main")
+        for frame in self._frames(ctx, source):
+            frame = frame.replace(results=Results(ctx.sticky_results()))
+            for stage in self.stages:
+                if stage.enabled:
+                    frame = self._run_stage(ctx, stage, frame, max_failures)
+            for name, output in self.outputs:
+                try:
+                    output.write(frame)
+                except Exception as exc:
+                    log.error("output %s failed on frame %d: %s", name, frame.index, exc)
+            self.frames += 1
+            frames_main.inc()
+            if max_frames and self.frames >= max_frames:
+                break
+        if self._capture is not None:
+            self.dropped = self._capture.dropped
+
+    def _run_stage(self, ctx: Context, stage: Stage, frame: Frame, max_failures: int) -> Frame:
+        t0 = time.perf_counter()
+        try:
+            out = stage.processor.process(frame)
+            if not isinstance(out, Frame):
+                raise TypeError(f"process() returned {type(out).__name__}, not a Frame")
+        except Exception as exc:
+            stage.timings.add(time.perf_counter() - t0)
+            stage.failures += 1
+            log.error("processor %s failed on frame %d: %s: %s", stage.id, frame.index, type(exc).__name__, exc)
+            if stage.failures >= max_failures:
+                stage.enabled = False
+                log.error("processor %s disabled after %d consecutive failures", stage.id, stage.failures)
+                ctx.events.publish(
+                    "processor", {"id": stage.id, "state": "disabled", "failures": stage.failures,
+                                  "error": f"{type(exc).__name__}: {exc}"}, frame_index=frame.index)
+            return frame
+        stage.timings.add(time.perf_counter() - t0)
+        stage.failures = 0
+        return out
+
+    def _shutdown(self, ctx: Context, started: list[Any]) -> None:
+        if self._capture is not None:
+            self.dropped = self._capture.dropped
+            self._capture.stop()
+        elif self.source is not None:
+            self.source.close()
+        closers = {id(p.processor): p.processor.close for p in self.stages}
+        closers.update({id(o): o.close for _, o in self.outputs})
+        closers.update({id(s): s.stop for _, s in self.services})
+        for component in reversed(started):
+            try:
+                closers[id(component)]()
+            except Exception:
+                log.exception("closing %s failed", type(component).__name__)
+        ctx.events.publish("run", {"state": "stopped", "frames": self.frames})
+        ctx.close()
+        if self._events_writer is not None:
+            self._events_writer.close()
+
+    def report(self, seconds: float) -> dict[str, Any]:
+        processors = {}
+        for stage in self.stages:
+            processors[stage.id] = {**stage.timings.summary(), **stage.processor.stats()}
+        return {
+            "frames": self.frames,
+            "seconds": round(seconds, 3),
+            "fps": round(self.frames / seconds, 2) if seconds > 0 else 0.0,
+            "dropped": self.dropped,
+            "processors": processors,
+        }
+
