@@ -11,7 +11,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import numpy as np
 
@@ -70,7 +70,7 @@ class VideoPart:
     num_frames: int | None = None
 
 
-ContentPart = Union[TextPart, ImagePart, VideoPart]
+ContentPart = TextPart | ImagePart | VideoPart
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,7 @@ class PluginManager:
         for kind in KINDS:
             caller = getattr(self.pm.hook, _HOOK_FOR_KIND[kind])
             # Called per implementation so each registration knows which plugin made it.
-            for impl in reversed(caller.get_hookimpls()):
+            for impl in caller.get_hookimpls():
                 register = registry.register_fn(kind, impl.plugin_name, dists.get(impl.plugin_name))
                 kwargs: dict[str, Any] = {"register": register}
                 impl.function(**{a: kwargs[a] for a in impl.argnames})

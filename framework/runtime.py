@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
@@ -110,8 +111,8 @@ class Runtime:
                 proc = self._construct(v, Processor, lambda v: v.spec.factory(v.options, ctx))
                 self.stages.append(Stage(v.id, proc))
         for v in outputs:
-            target = v.target or v.spec.name
-            self.outputs.append((v.id, self._construct(v, Output, lambda v: v.spec.factory(target, v.options, ctx))))
+            make_output = lambda v: v.spec.factory(v.target or v.spec.name, v.options, ctx)  # noqa: E731
+            self.outputs.append((v.id, self._construct(v, Output, make_output)))
 
     def _find_stage_spec(self, stage: StageConfig) -> tuple[ComponentSpec, StageConfig]:
         spec = self.registry.find("processor", stage.name) or self.registry.find("service", stage.name)
@@ -137,7 +138,8 @@ class Runtime:
     def _construct(v: ValidatedStage, kind: type[Any], make: Any) -> Any:
         obj = make(v)
         if not isinstance(obj, kind):
-            raise ConfigError(f"{v.spec.kind} {v.spec.name!r} factory returned {type(obj).__name__}, not {kind.__name__}")
+            got = type(obj).__name__
+            raise ConfigError(f"{v.spec.kind} {v.spec.name!r} factory returned {got}, not {kind.__name__}")
         return obj
 
     # -- running ---------------------------------------------------------------------------
@@ -149,7 +151,7 @@ class Runtime:
     def _install_signals(self) -> list[tuple[int, Any]]:
         if threading.current_thread() is not threading.main_thread():
             return []
-        previous = []
+        previous: list[tuple[int, Any]] = []
 
         def handler(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s; stopping", signal.Signals(signum).name)
@@ -183,7 +185,9 @@ class Runtime:
             ctx.events.publish("run", {"state": "started"})
             started = time.monotonic()
             if self.source is not None:
-                self._loop(ctx, self.source)
+                self._loop(ctx, self._frames(ctx, self.source))
+            elif self.stages or self.outputs:
+                self._loop(ctx, self._stream_frames(ctx))
             else:
                 self._stop.wait()
         finally:
@@ -205,13 +209,13 @@ class Runtime:
             self._events_writer = JsonLinesWriter(self.stdout, close=False)
         else:
             try:
-                stream = open(target, "a", encoding="utf-8")  # noqa: SIM115 - closed at shutdown
+                stream = open(target, "a", encoding="utf-8")
             except OSError as exc:
                 raise ConfigError(f"--events {target}: cannot open for writing: {exc.strerror}") from None
             self._events_writer = JsonLinesWriter(stream, close=True)
         ctx.events.subscribe(self._events_writer)
 
-    def _frames(self, ctx: Context, source: Source) -> Any:
+    def _frames(self, ctx: Context, source: Source) -> Iterator[Frame]:
         """Yield frames from the source: via a capture thread if live, else in turn."""
         if source.live:
             self._capture = LiveCapture(source, "main", ctx.events)
@@ -251,12 +255,22 @@ class Runtime:
             yield Frame(image, index, time.time(), "main")
             index += 1
 
-    def _loop(self, ctx: Context, source: Source) -> None:
+    def _stream_frames(self, ctx: Context) -> Iterator[Frame]:
+        """Without ``-s``: follow the newest stream registered at run time (``serve`` mode)."""
+        while not self._stop.is_set():
+            streams = ctx.streams.list()
+            if not streams:
+                self._stop.wait(0.1)
+                continue
+            frame = streams[-1].capture.next(timeout=0.25)
+            if frame is not None:
+                yield frame
+
+    def _loop(self, ctx: Context, frames: Iterator[Frame]) -> None:
         max_frames = self.setting("max-frames")
         max_failures = int(self.setting("max-failures", 10) or 10)
         counter = Counter("framelens_frames", "Frames processed", ["source"], registry=ctx.metrics)
-        frames_main = counter.labels("main")
-        for frame in self._frames(ctx, source):
+        for frame in frames:
             frame = frame.replace(results=Results(ctx.sticky_results()))
             for stage in self.stages:
                 if stage.enabled:
@@ -267,9 +281,10 @@ class Runtime:
                 except Exception as exc:
                     log.error("output %s failed on frame %d: %s", name, frame.index, exc)
             self.frames += 1
-            frames_main.inc()
+            counter.labels(frame.source_id).inc()
             if max_frames and self.frames >= max_frames:
                 break
+        # Counted here, not at shutdown: frames captured after the last one taken are not drops.
         if self._capture is not None:
             self.dropped = self._capture.dropped
 
@@ -296,7 +311,6 @@ class Runtime:
 
     def _shutdown(self, ctx: Context, started: list[Any]) -> None:
         if self._capture is not None:
-            self.dropped = self._capture.dropped
             self._capture.stop()
         elif self.source is not None:
             self.source.close()
