@@ -34,6 +34,7 @@ from .hookspecs import hookimpl
 from .imaging import decode_image, encode_jpeg, fit_max_side, sniff_image_type
 from .options import CommaList, Field, Options
 from .output import Output
+from .plugin_manager import call_register_routes
 from .processor import Processor
 from .registry import ComponentSpec, RegisterFn
 from .results import Caption, HasCaption, captions_of
@@ -87,6 +88,7 @@ __all__ = [
     "VLMTimings",
     "VideoPart",
     "__version__",
+    "call_register_routes",
     "captions_of",
     "decode_image",
     "encode_jpeg",

@@ -24,6 +24,10 @@ The ``register`` callables the collection hooks receive all have this signature:
         claims: Callable[[str], bool] | None = None,  # sources/outputs: accept other locators
     ) -> None
 
+A factory that declares a keyword parameter named ``id`` is also given the
+component's id: the name, or ``ID`` for ``-p NAME:ID``. Use it as the key for
+published results and shared backends so that two instances stay apart.
+
 Registering a name that another plugin already registered is reported as an
 error naming both plugins; nothing is silently shadowed.
 """
@@ -117,6 +121,9 @@ def register_routes(register: Any, context: Context) -> None:
 
     :param register: call ``register(path, endpoint, methods=["GET"], name=None)``;
         ``endpoint`` is a Starlette endpoint (``async def endpoint(request) -> Response``).
+        Optional keywords describe the route in ``/openapi.json``: ``request_model`` and
+        ``response_model`` (pydantic models), ``status_code``, ``summary``, ``tags``;
+        ``public=True`` skips the API-key check. A path and method registered twice is an error.
     :param context: the run's context, to reach backends, streams and events.
 
     Called once when the ``http`` service builds its application. Routes added

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import difflib
 import json
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import pydantic
 from pydantic import BeforeValidator, ConfigDict, Field
@@ -82,6 +83,12 @@ def _type_name(annotation: Any) -> str:
     origin = get_origin(annotation)
     if origin is Annotated:
         return _type_name(get_args(annotation)[0])
+    if origin in (Union, types.UnionType):
+        names = [_type_name(a) for a in get_args(annotation) if a is not type(None)]
+        optional = len(names) < len(get_args(annotation))
+        return " | ".join(names) + (" (optional)" if optional else "")
+    if get_origin(annotation) is Literal:
+        return "|".join(str(a) for a in get_args(annotation))
     if origin is not None:
         args = ", ".join(_type_name(a) for a in get_args(annotation))
         name = getattr(origin, "__name__", str(origin))

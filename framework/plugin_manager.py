@@ -28,7 +28,7 @@ from . import hookspecs
 from .errors import PluginError
 from .registry import KINDS, Registry
 
-__all__ = ["BUILTIN_PLUGINS", "LoadedPlugin", "PluginManager", "get_plugin_manager"]
+__all__ = ["BUILTIN_PLUGINS", "LoadedPlugin", "PluginManager", "call_register_routes", "get_plugin_manager"]
 
 log = logging.getLogger("framelens.plugins")
 
@@ -180,3 +180,12 @@ def get_plugin_manager() -> PluginManager:
             manager.load_entrypoints()
             _manager = manager
         return _manager
+
+
+def call_register_routes(register: Any, context: Any) -> None:
+    """Call every plugin's ``register_routes(register, context)`` hook.
+
+    The ``http`` service calls this once while it builds its application, so
+    routes that plugins add get its API-key check, error handling and metrics.
+    """
+    get_plugin_manager().call_routes(register, context)

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
@@ -30,9 +31,21 @@ from .source import Source
 from .stats import Timings
 from .streams import Stream
 
-__all__ = ["Runtime", "Stage"]
+__all__ = ["Runtime", "Stage", "call_factory"]
 
 log = logging.getLogger("framelens.runtime")
+
+
+def call_factory(factory: Callable[..., Any], id: str, *args: Any) -> Any:
+    """Call a component factory; one that declares an ``id`` parameter also gets the stage id
+    (``-p ollama:cam2`` -> ``"cam2"``), so two instances can tell themselves apart."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return factory(*args)
+    if "id" in params:
+        return factory(*args, id=id)
+    return factory(*args)
 
 
 @dataclass
@@ -106,12 +119,13 @@ class Runtime:
             self.source = self._construct(src, Source, lambda v: v.spec.factory(cfg.source or "0", v.options, ctx))
         for v in checked:
             if v.spec.kind == "service":
-                self.services.append((v.id, self._construct(v, Service, lambda v: v.spec.factory(v.options, ctx))))
+                make_service = lambda v: call_factory(v.spec.factory, v.id, v.options, ctx)  # noqa: E731
+                self.services.append((v.id, self._construct(v, Service, make_service)))
             else:
-                proc = self._construct(v, Processor, lambda v: v.spec.factory(v.options, ctx))
+                proc = self._construct(v, Processor, lambda v: call_factory(v.spec.factory, v.id, v.options, ctx))
                 self.stages.append(Stage(v.id, proc))
         for v in outputs:
-            make_output = lambda v: v.spec.factory(v.target or v.spec.name, v.options, ctx)  # noqa: E731
+            make_output = lambda v: call_factory(v.spec.factory, v.id, v.target or v.spec.name, v.options, ctx)  # noqa: E731
             self.outputs.append((v.id, self._construct(v, Output, make_output)))
 
     def _find_stage_spec(self, stage: StageConfig) -> tuple[ComponentSpec, StageConfig]:
