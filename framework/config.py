@@ -183,10 +183,13 @@ def _stage(entry: Any, where: str, *, default_kind: str) -> StageConfig:
             unknown = set(entry) - {"name", "id", "options", "target"}
             if unknown:
                 raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))} (expected name, id, options)")
-            name = str(entry.get("name") or entry.get("target"))
             options = entry.get("options") or {}
             if not isinstance(options, dict):
                 raise ConfigError(f"{where}.options: expected a mapping of option: value")
+            # With only a target (out.mp4, rtsp://...), the output is found by the target's shape later.
+            name = str(entry.get("name") or "")
+            if not name and default_kind != "output":
+                raise ConfigError(f"{where}: a processor entry needs a 'name'")
             target = str(entry.get("target") or name)
             return StageConfig(name, str(entry.get("id") or name), dict(options), where, target)
         if len(entry) == 1:

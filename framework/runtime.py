@@ -97,7 +97,7 @@ class Runtime:
         for stage in cfg.outputs:
             if not stage.name:
                 spec = registry.resolve("output", stage.target)
-                stage.name = stage.id = spec.name
+                stage.name, stage.id = spec.name, stage.id or spec.name
         validated_stages = [self._find_stage_spec(stage) for stage in cfg.stages]
         cfg.resolve_settings(registry, self.source_spec)
         if self.source_spec is not None:

@@ -40,7 +40,7 @@ run: {max-frames: 5, realtime: true}
         ("http", "http", {}),
     ]
     assert [(o.name, o.target, o.options) for o in cfg.outputs] == [
-        ("mjpeg", "mjpeg", {}), ("out.mp4", "out.mp4", {"fps": 10})]
+        ("mjpeg", "mjpeg", {}), ("", "out.mp4", {"fps": 10})]
     settings = {k: v for k, v, _ in cfg.raw_settings}
     assert settings == {"ollama-model": "llava", "nim-url": "http://localhost:8000/v1"}
     assert cfg.run == {"max-frames": 5, "realtime": True}

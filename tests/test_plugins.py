@@ -117,7 +117,7 @@ def test_list_shows_origin_and_options() -> None:
     assert keys["testpattern-fps"]["type"] == "float" and keys["testpattern-fps"]["default"] == 30.0
     missing = run_cli(["list", "testpatern"])
     assert missing.returncode == 2
-    assert "nothing is registered as 'testpatern' (did you mean testpattern?)" in missing.stderr
+    assert "nothing is registered as 'testpatern' (did you mean testpattern" in missing.stderr
 
 
 class Noop(Processor):

@@ -264,3 +264,23 @@ def test_sigterm_flushes_outputs_and_exits_zero(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in events.read_text().splitlines()]
     assert lines[-1]["type"] == "run" and lines[-1]["payload"]["state"] == "stopped"
     assert "Traceback" not in stderr
+
+
+def test_files_loop_and_keep_counting(tmp_path: Path) -> None:
+    from conftest import make_video
+
+    clip = make_video(tmp_path / "c.avi", frames=30, fourcc="MJPG")
+    report, out, _ = run_pipeline(["-s", str(clip), "--loop", "--max-frames", "70"])
+    assert report["frames"] == 70
+    assert [f.index for f in out.frames] == list(range(70))
+
+
+def test_files_play_at_native_rate_with_realtime(tmp_path: Path) -> None:
+    from conftest import make_video
+
+    clip = make_video(tmp_path / "c.avi", frames=20, fps=20.0, fourcc="MJPG")
+    _, fast, _ = run_pipeline(["-s", str(clip)])
+    _, paced, _ = run_pipeline(["-s", str(clip), "--realtime"])
+    assert len(fast.frames) == len(paced.frames) == 20
+    span = paced.frames[-1].timestamp - paced.frames[0].timestamp
+    assert span >= 0.9 * 19 / 20, f"20 frames at 20 fps took only {span:.2f} s"
