@@ -1,0 +1,298 @@
+"""Test helpers for the alerts plugin: a scripted VLM, a webhook receiver, a mosquitto broker, an MQTT listener.
+
+The scripted VLM *looks* at each image: it reads the frame number that
+``testpattern`` writes into the bottom strip of every frame and answers each
+rule from a script such as "yes for frames 40-100". So an answer is right or
+wrong for the frame the alerts processor really sent, and a test can check
+that every transition happened at the frame the script says.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from paho.mqtt.client import Client, MQTTMessage
+from paho.mqtt.enums import CallbackAPIVersion
+
+from framelens import (
+    BackendError,
+    ChatChunk,
+    ChatMessage,
+    ChatResult,
+    GenerationParams,
+    ImagePart,
+    ModelInfo,
+    RegisterFn,
+    VLMBackend,
+    decode_image,
+    hookimpl,
+)
+from framelens.plugins.testpattern import read_code
+
+__all__ = [
+    "MqttListener",
+    "Script",
+    "ScriptedPlugin",
+    "ScriptedVLM",
+    "WebhookReceiver",
+    "frame_of",
+    "mosquitto",
+    "wait_for",
+]
+
+Script = Callable[[int], Any]
+"""``answer(frame_index)``: the model's answer text (or bool) for one rule."""
+
+
+def frame_of(image: np.ndarray) -> int:
+    """The frame number testpattern drew into ``image``."""
+    return read_code(image)
+
+
+def answer_for(prompt: str, script: dict[str, Script], index: int) -> Any:
+    for key, fn in script.items():
+        if key in prompt:
+            return fn(index)
+    return "I do not know that question"
+
+
+class ScriptedVLM(VLMBackend):
+    """A VLM backend that answers each rule from ``script`` (prompt substring -> fn(frame index)).
+
+    ``down(index)`` true makes a request fail as if the server were unreachable;
+    ``gate`` (an async callable) is awaited before answering, to hold requests.
+    """
+
+    name = "scripted"
+
+    def __init__(self, script: dict[str, Script], *, schema: bool = True,
+                 down: Callable[[int], bool] = lambda i: False,
+                 gate: Callable[[], Any] | None = None) -> None:
+        self.script = script
+        self.supports = frozenset({"images", "max_tokens", "temperature"} | ({"json_schema"} if schema else set()))
+        self.down = down
+        self.gate = gate
+        self.seen: list[int] = []
+        self.modes: list[str] = []
+
+    async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> ChatResult:
+        image = next(p for m in messages for p in m.parts() if isinstance(p, ImagePart))
+        assert image.data is not None
+        index = frame_of(decode_image(image.data))
+        self.seen.append(index)
+        if self.gate is not None:
+            await self.gate()
+        if self.down(index):
+            raise BackendError("cannot reach the scripted VLM at http://127.0.0.1:9/ (connection refused)",
+                               kind="unreachable")
+        if params.json_schema is not None:
+            self.modes.append("batch")
+            props = params.json_schema["properties"]
+            answers = {}
+            for rule_id, prop in props.items():
+                value = answer_for(prop["description"], self.script, index)
+                answers[rule_id] = value if isinstance(value, bool) else str(value)
+            return ChatResult(json.dumps(answers))
+        self.modes.append("per-rule")
+        value = answer_for(messages[-1].text(), self.script, index)
+        return ChatResult(("yes" if value else "no") if isinstance(value, bool) else str(value))
+
+    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[ChatChunk]:
+        result = await self.chat(messages, params)
+        yield ChatChunk(result.text, finish_reason="stop")
+
+    async def models(self) -> list[ModelInfo]:
+        return [ModelInfo("scripted")]
+
+
+class ScriptedPlugin:
+    """Registers ``backend`` as the ``scripted`` VLM backend (use with ``plugin_registered``)."""
+
+    def __init__(self, backend: VLMBackend) -> None:
+        self.backend = backend
+
+    @hookimpl
+    def register_backends(self, register: RegisterFn) -> None:
+        register("scripted", lambda options, context: self.backend, help="scripted test VLM")
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return predicate()
+
+
+# -- webhook receiver --------------------------------------------------------------------------
+
+
+class WebhookReceiver:
+    """An HTTP server on 127.0.0.1 that records JSON POSTs.
+
+    The first ``fail_first`` requests get ``fail_status`` (with ``Retry-After:
+    retry_after`` if given); ``times`` records when each request arrived.
+    """
+
+    def __init__(self, *, fail_first: int = 0, fail_status: int = 503, retry_after: str | None = None) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.times: list[float] = []
+        self.headers: list[dict[str, str]] = []
+        self.fail_first = fail_first
+        self.fail_status = fail_status
+        self.retry_after = retry_after
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", "0"))
+                body = self.rfile.read(length)
+                receiver.attempts += 1
+                receiver.times.append(time.monotonic())
+                if receiver.attempts <= receiver.fail_first:
+                    self.send_response(receiver.fail_status)
+                    if receiver.retry_after is not None:
+                        self.send_header("Retry-After", receiver.retry_after)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                receiver.bodies.append(json.loads(body))
+                receiver.headers.append(dict(self.headers.items()))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> WebhookReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# -- mosquitto ---------------------------------------------------------------------------------
+
+
+class Broker:
+    """A mosquitto process on 127.0.0.1:``port`` that can be stopped and started again."""
+
+    def __init__(self, binary: str, directory: Path) -> None:
+        self.binary = binary
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = int(s.getsockname()[1])
+        self.config = directory / "mosquitto.conf"
+        # mosquitto 2.x refuses anonymous clients unless a listener allows them explicitly.
+        self.config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+        self.log = directory / "mosquitto.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                     stderr=open(self.log, "ab"))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited: {self.log.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mosquitto did not listen on {self.port}: {self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    binary = find_mosquitto()
+    if binary is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("mosquitto is not installed; .ci/run installs Debian's mosquitto package")
+        pytest.skip("mosquitto is not installed (apt-get install mosquitto); CI=true makes this a failure")
+    broker = Broker(binary, tmp_path)
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
+class MqttListener:
+    """A paho client subscribed to ``topic``; records (topic, payload, retain) of every message."""
+
+    def __init__(self, port: int, topic: str) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-listener-{time.monotonic_ns()}")
+        self.subscribed = threading.Event()
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise RuntimeError("the MQTT listener could not subscribe")
+
+    def _on_message(self, _c: Client, _u: Any, msg: MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def on(self, topic: str) -> list[tuple[bytes, bool]]:
+        with self._lock:
+            return [(p, r) for t, p, r in self.messages if t == topic]
+
+    def events(self, topic: str) -> list[dict[str, Any]]:
+        return [json.loads(p) for p, _ in self.on(topic) if p]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def async_gate(condition: Callable[[], bool], timeout: float) -> Callable[[], Any]:
+    """An async callable that waits (polling) until ``condition()`` or ``timeout`` seconds."""
+
+    async def gate() -> bool:
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return condition()
+
+    return gate
