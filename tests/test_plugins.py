@@ -33,7 +33,8 @@ def test_builtin_plugins_use_only_the_public_api() -> None:
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module:
                 mod = node.module
-                internal = mod.startswith("framelens.") and not mod.startswith(("framelens.plugins", "framelens.testing"))
+                public = ("framelens.plugins", "framelens.testing")
+                internal = mod.startswith("framelens.") and not mod.startswith(public)
                 if internal or mod.startswith("pluggy"):
                     offenders.append(f"{path.relative_to(ROOT)}: from {mod} import ...")
             if isinstance(node, ast.Import):

@@ -106,7 +106,7 @@ def test_interval_spaces_calls() -> None:
         time.sleep(0.01)
     w.close()
     assert 2 <= len(starts) <= 5
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert min(gaps) >= 0.29
 
 

@@ -346,11 +346,13 @@ class FakeHTTPServer:
         if not keep_alive:
             headers["Connection"] = "close"
         head += [f"{k}: {v}" for k, v in headers.items()]
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
+        head_bytes = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1")
         if reply.stream is None:
-            writer.write(reply.body)
+            # One write: headers and body in separate segments meet Nagle + delayed ACK (40 ms stalls).
+            writer.write(head_bytes + reply.body)
             await writer.drain()
             return True
+        writer.write(head_bytes)
         await writer.drain()
         async for chunk in reply.stream:
             if chunk is DROP:
