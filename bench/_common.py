@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import socket
 import statistics
 import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 OUT = Path(__file__).resolve().parent / "out"
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_fake_ollama(delay: float, *extra_args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """tests/fakes' Ollama in its own process (so it takes no CPU from the measured interpreter).
+
+    Returns the process and its base URL once it answers.
+    """
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fakes.ollama_server", "--port", str(port), "--delay", str(delay), *extra_args],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            httpx.get(url, timeout=0.5)
+            return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("the fake Ollama server did not start")
 
 
 def h264_file(width: int = 1280, height: int = 720, seconds: int = 20, fps: int = 30) -> Path:

@@ -22,15 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import start_fake_ollama
 
 from framelens import Context, ImagePart, encode_jpeg
 from framelens.plugin_manager import get_plugin_manager
@@ -39,39 +37,6 @@ from framelens.plugins.alerts.rules import RuleLimits, build_rules
 from framelens.plugins.testpattern import TestPattern, TestPatternOptions
 
 ROOT = Path(__file__).resolve().parent.parent
-
-_FAKE = """
-import sys, time
-from fakes import FakeOllama
-server = FakeOllama(reply="yes", port=int(sys.argv[1]), delay=float(sys.argv[2])).start()
-print("ready", flush=True)
-while True:
-    time.sleep(3600)
-"""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_fake(delay: float) -> tuple[subprocess.Popen[bytes], str]:
-    """The fake Ollama in its own process, so it takes no CPU from the measured side's interpreter."""
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    proc = subprocess.Popen([sys.executable, "-c", _FAKE, str(port), str(delay)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url, timeout=0.5)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("the fake Ollama did not start")
-
 
 def measure(context: Context, evaluator: Evaluator, image: ImagePart, n_rules: int, seconds: float) -> dict[str, Any]:
     rules = build_rules([f"Is there object number {i} in the picture?" for i in range(n_rules)],
@@ -101,7 +66,7 @@ def main() -> None:
     parser.add_argument("--rules", type=int, nargs="+", default=[1, 10, 50])
     args = parser.parse_args()
 
-    proc, url = start_fake(args.delay)
+    proc, url = start_fake_ollama(args.delay, "--reply", "yes")
     context = Context(get_plugin_manager().registry, namespaces={"ollama": {"url": url, "model": "llava"}})
     context.runner.start()
     try:

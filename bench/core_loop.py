@@ -5,7 +5,7 @@
 2. Output fps with and without a processor making 1-second background calls:
    a) on the same file, as fast as possible; b) on a live 30 fps test pattern.
 
-Run: .venv/bin/python bench/core_loop.py [--runs 3]
+Run: .venv/bin/python bench/core_loop.py [--runs 7]
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import h264_file  # noqa: E402
+from _common import h264_file
 
-from framelens import BackgroundWorker, Context, Frame, Processor, RegisterFn, hookimpl  # noqa: E402
-from framelens.cli import main as framelens_main  # noqa: E402
-from framelens.testing import plugin_registered  # noqa: E402
+from framelens import BackgroundWorker, Context, Frame, Processor, RegisterFn, hookimpl
+from framelens.cli import main as framelens_main
+from framelens.testing import plugin_registered
 
 
 class Noop(Processor):
@@ -90,13 +90,15 @@ def framelens_fps(args: list[str]) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--live-seconds", type=float, default=10.0)
     opts = parser.parse_args()
     path = h264_file()
     noops = ["-p", "noop", "-p", "noop:n2", "-p", "noop:n3", "-p", "noop:n4", "-p", "noop:n5"]
     results: dict[str, list[float]] = {"plain": [], "framelens": [], "file_slow": [], "file_base": []}
     with plugin_registered(BenchPlugin(), "bench"):
+        plain_read(path)  # warm-up: page cache, codec initialisation
+        framelens_fps(["-s", str(path), *noops, "-o", "none"])
         for _ in range(opts.runs):
             results["plain"].append(plain_read(path))
             results["framelens"].append(framelens_fps(["-s", str(path), *noops, "-o", "none"])["fps"])

@@ -24,10 +24,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,29 +33,10 @@ from typing import Any
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import start_fake_ollama
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_fake(delay: float) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    proc = subprocess.Popen([sys.executable, "-m", "fakes.ollama_server", "--port", str(port), "--delay", str(delay)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            httpx.get(url, timeout=0.5)
-            return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("the fake Ollama did not start")
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -126,7 +104,7 @@ def main() -> None:
     parser.add_argument("--fps", type=float, default=30.0)
     parser.add_argument("--calls", type=int, default=30, help="baseline round trips")
     args = parser.parse_args()
-    proc, url = start_fake(args.delay)
+    proc, url = start_fake_ollama(args.delay)
     try:
         baseline = run_baseline(url, args.delay, args.calls)
         framelens = run_framelens(url, args.delay, args.seconds, args.fps)

@@ -27,3 +27,17 @@ def test_config_builds(path: Path) -> None:
     assert runtime.outputs
     assert runtime.context is not None
     runtime.context.close()
+
+
+def test_configuration_doc_example_builds(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "configuration.md").read_text()
+    block = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "deploy.yaml"
+    path.write_text(block)
+    runtime = Runtime(load_deployment(path), get_plugin_manager().registry)
+    runtime.build()
+    assert [s.id for s in runtime.stages] == ["ollama", "second", "captions"]
+    assert [sid for sid, _ in runtime.services] == ["http"]
+    assert [oid for oid, _ in runtime.outputs] == ["mjpeg", "file"]
+    assert runtime.context is not None
+    runtime.context.close()

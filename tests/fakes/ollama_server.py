@@ -341,9 +341,11 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
     parser.add_argument("--token-delay", type=float, default=0.0)
     parser.add_argument("--model", action="append", default=[], help="installed vision model (repeatable)")
+    parser.add_argument("--reply", help="answer every chat with this text")
     args = parser.parse_args()
     models = {(m if ":" in m else f"{m}:latest"): ["completion", "vision"] for m in args.model} or None
-    server = FakeOllama(models=models, token_delay=args.token_delay, port=args.port, delay=args.delay)
+    extra = {"reply": args.reply} if args.reply is not None else {}
+    server = FakeOllama(models=models, token_delay=args.token_delay, port=args.port, delay=args.delay, **extra)
     serve_forever(server, "fake Ollama")
 
 
