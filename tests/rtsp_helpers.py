@@ -108,7 +108,7 @@ def open_client(url: str, *, options: Mapping[str, str] = CLIENT_OPTIONS, timeou
 
 
 def read_frames(cap: cv2.VideoCapture, n: int) -> list[np.ndarray]:
-    frames = []
+    frames: list[np.ndarray] = []
     for _ in range(n):
         ok, image = cap.read()
         assert ok, f"the stream stopped after {len(frames)} frames"

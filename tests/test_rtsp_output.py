@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import run_cli
+from prometheus_client import generate_latest
 from rtsp_helpers import (
     PATTERN,
     Collector,
@@ -209,6 +210,7 @@ def test_placeholder_then_frames_then_repeats_with_a_banner(output: RtspOutput) 
     seen = len(client.samples)
     # Nothing new for a while: the stream keeps going with the last frame.
     client.wait_for(lambda s: len(s) >= seen + 45, 60, "the stream stalled without new frames")
+    metrics = generate_latest(output.context.metrics).decode()
     client.stop()
     assert {code for _, code in client.samples[seen:]} == {7}
     assert client.error is None
@@ -216,6 +218,10 @@ def test_placeholder_then_frames_then_repeats_with_a_banner(output: RtspOutput) 
     assert client.last_image is not None
     top, middle = client.last_image[:20].mean(), client.last_image[100:140].mean()
     assert top < 0.6 * middle, (top, middle)
+    port = output.url.port
+    assert f'framelens_rtsp_clients{{port="{port}"}} 1.0' in metrics
+    sent = next(line for line in metrics.splitlines() if line.startswith("framelens_rtsp_frames_sent_total"))
+    assert float(sent.split()[-1]) >= len(client.samples) - 5
 
 
 def test_a_viewer_before_the_first_frame_then_gets_the_frames_own_size(port: int) -> None:

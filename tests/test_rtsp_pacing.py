@@ -94,3 +94,25 @@ def test_no_frames_at_all_still_streams() -> None:
     _checks(sent)
     assert 48 <= len(sent) <= 51
     assert {seq for _, _, seq, _ in sent} == {-1}
+
+
+def test_a_running_time_a_little_behind_never_makes_timestamps_go_back() -> None:
+    pacer = Pacer(Fraction(30))
+    plan = pacer.plan(500 * MS, 0, None)
+    assert plan.n is not None
+    pacer.sent(plan, 0)
+    # The clock now says 420 ms: nothing may be sent before 500 ms.
+    assert pacer.plan(420 * MS, 1, None).n is None
+    later = pacer.plan(600 * MS, 1, 100 * MS)
+    assert later.n is not None and later.pts > plan.pts and later.pts <= 600 * MS
+
+
+def test_a_restarted_pipeline_starts_the_grid_over() -> None:
+    pacer = Pacer(Fraction(30))
+    for t in (5000, 5040, 5080):
+        plan = pacer.plan(t * MS, t, 40 * MS)
+        assert plan.n is not None
+        pacer.sent(plan, t)
+    # Running time begins at 0 again (the media was restarted): frames flow at once.
+    plan = pacer.plan(10 * MS, 1, 40 * MS)
+    assert plan.n is not None and plan.pts <= 10 * MS

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +37,10 @@ def _source_events(fl: Framelens) -> list[dict[str, object]]:
     return [e["payload"] for e in fl.read_events() if e["type"] == "source"]
 
 
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    import time
-
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.1)
     raise AssertionError(what)
@@ -96,9 +97,11 @@ def test_survives_a_camera_restart_and_reports_it(tmp_path: Path) -> None:
     assert_counter_advances(new_frames(viewer.samples), at_least=5)
 
 
-def test_a_dead_camera_fails_at_once_with_the_reason() -> None:
+@pytest.mark.parametrize("scheme", ["rtsp", "rtsps"])
+def test_a_dead_camera_fails_at_once_with_the_reason(scheme: str) -> None:
     port = free_port()
-    result = run_cli(["run", "-s", f"rtsp://admin:secret@127.0.0.1:{port}/cam", "-o", "none", "--max-frames", "1"])
+    result = run_cli(["run", "-s", f"{scheme}://admin:secret@127.0.0.1:{port}/cam", "-o", "none",
+                      "--max-frames", "1"])
     assert result.returncode == 1
     assert f"cannot connect to 127.0.0.1:{port} (connection refused)" in result.stderr
     assert "secret" not in result.stderr
@@ -113,37 +116,76 @@ def test_a_wrong_path_is_reported_as_404(port: int) -> None:
         source.close()
 
 
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers (a hung camera)."""
+def test_rtsps_to_a_plain_rtsp_server_says_tls_failed(port: int) -> None:
+    with serving(port, "-c", "rtsp-fps=15"):
+        source = RtspSource(f"rtsps://127.0.0.1:{port}/out", RtspSourceOptions(open_timeout=2))
+        with pytest.raises(SourceError, match=f"TLS with 127.0.0.1:{port} failed"):
+            source.open()
+
+
+@contextlib.contextmanager
+def tcp_server(answer: bytes | None) -> Iterator[int]:
+    """A TCP server that answers every request with ``answer`` (None: never answers)."""
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen()
+    listener.settimeout(0.2)
     conns: list[socket.socket] = []
     stop = threading.Event()
 
-    def accept() -> None:
-        listener.settimeout(0.2)
+    def serve() -> None:
         while not stop.is_set():
             try:
-                conns.append(listener.accept()[0])
+                conn = listener.accept()[0]
             except OSError:
                 continue
+            conns.append(conn)
+            if answer is not None:
+                conn.settimeout(2)
+                with contextlib.suppress(OSError):
+                    request = conn.recv(4096)
+                    cseq = re.search(rb"CSeq: *(\d+)", request)
+                    conn.sendall(answer.replace(b"{cseq}", cseq.group(1) if cseq else b"1"))
+                conn.close()
 
-    thread = threading.Thread(target=accept, daemon=True)
+    thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join(5)
-    for c in conns:
-        c.close()
-    listener.close()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        for c in conns:
+            c.close()
+        listener.close()
 
 
-def test_a_hung_camera_times_out(silent_server: int) -> None:
-    source = RtspSource(f"rtsp://127.0.0.1:{silent_server}/cam", RtspSourceOptions(open_timeout=1))
-    with pytest.raises(SourceError, match="did not answer within 1 s"):
-        source.open()
+def test_a_hung_camera_times_out() -> None:
+    with tcp_server(None) as port:
+        source = RtspSource(f"rtsp://127.0.0.1:{port}/cam", RtspSourceOptions(open_timeout=1))
+        with pytest.raises(SourceError, match="did not answer within 1 s"):
+            source.open()
+
+
+@pytest.mark.parametrize(
+    ("url", "answer", "message"),
+    [
+        ("rtsp://admin:typo@127.0.0.1:{port}/cam",
+         b'RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Basic realm="cam"\r\n\r\n',
+         "refused the credentials (401 Unauthorized"),
+        ("rtsp://127.0.0.1:{port}/cam",
+         b'RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Basic realm="cam"\r\n\r\n',
+         "wants a user name and password"),
+        ("rtsp://127.0.0.1:{port}/cam", b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+         "does not speak RTSP"),
+    ],
+)
+def test_server_answers_are_explained(url: str, answer: bytes, message: str) -> None:
+    with tcp_server(answer) as port:
+        source = RtspSource(url.format(port=port), RtspSourceOptions(open_timeout=2))
+        with pytest.raises(SourceError, match=re.escape(message)) as info:
+            source.open()
+    assert "typo" not in str(info.value)
 
 
 @pytest.mark.parametrize(
