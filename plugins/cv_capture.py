@@ -13,19 +13,24 @@ import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
+from typing import Annotated, Any
 
 import cv2
 import numpy as np
+from pydantic import AfterValidator
 
 from framelens import Source, SourceError, SourceInfo
 
 __all__ = [
+    "FFmpegOptionString",
+    "FFmpegStreamSource",
     "NoFrameError",
     "OpenCVSource",
     "as_bgr",
     "capture_info",
     "has_gstreamer",
     "open_ffmpeg_capture",
+    "parse_ffmpeg_options",
     "quiet_opencv",
 ]
 
@@ -211,3 +216,49 @@ class OpenCVSource(Source):
                 return
             self._cap.release()
             self._cap = None
+
+
+def parse_ffmpeg_options(text: str) -> dict[str, str]:
+    """``key;value|key;value`` (OpenCV's OPENCV_FFMPEG_CAPTURE_OPTIONS syntax) as a dict.
+
+    Raises :class:`ValueError` naming the first pair that is not ``key;value``.
+    """
+    opts: dict[str, str] = {}
+    for pair in filter(None, text.split("|")):
+        key, sep, value = pair.partition(";")
+        if not sep or not key.strip():
+            raise ValueError(f"{pair!r} is not key;value (separate pairs with |)")
+        opts[key.strip()] = value.strip()
+    return opts
+
+
+def _check_ffmpeg_options(value: str) -> str:
+    parse_ffmpeg_options(value)
+    return value
+
+
+FFmpegOptionString = Annotated[str, AfterValidator(_check_ffmpeg_options)]
+"""An option field holding extra FFmpeg options as ``key;value|key;value``."""
+
+
+class FFmpegStreamSource(OpenCVSource):
+    """A network stream read through OpenCV's FFmpeg backend, with open/read timeouts.
+
+    ``options`` must have ``open_timeout``, ``read_timeout`` and ``ffmpeg_options``;
+    subclasses give their defaults in ``base_ffmpeg_options`` and the user's extra
+    options override them.
+    """
+
+    options: Any
+
+    def base_ffmpeg_options(self) -> dict[str, str]:
+        return {}
+
+    def ffmpeg_options(self) -> dict[str, str]:
+        return {**self.base_ffmpeg_options(), **parse_ffmpeg_options(self.options.ffmpeg_options)}
+
+    def _open_capture(self) -> cv2.VideoCapture:
+        o = self.options
+        return open_ffmpeg_capture(self.locator, options=self.ffmpeg_options(), open_timeout=o.open_timeout,
+                                   read_timeout=o.read_timeout)
+

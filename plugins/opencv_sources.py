@@ -36,11 +36,12 @@ from pydantic import field_validator
 
 from framelens import ConfigError, Context, Field, Options, RegisterFn, SourceInfo, hookimpl, redact
 from framelens.plugins.cv_capture import (
+    FFmpegOptionString,
+    FFmpegStreamSource,
     NoFrameError,
     OpenCVSource,
     capture_info,
     has_gstreamer,
-    open_ffmpeg_capture,
 )
 from framelens.plugins.file_sources import (
     IMAGE_EXTENSIONS,
@@ -194,18 +195,11 @@ class StreamOptions(Options):
     read_timeout: float = Field(5.0, gt=0, description="Seconds without a frame before reconnecting")
     low_latency: bool = Field(True, description="Ask FFmpeg not to buffer (fflags nobuffer, flags low_delay);"
                               " dropped by itself for streams that then do not decode")
-    ffmpeg_options: str = Field("", description="Extra FFmpeg options as key;value|key;value")
-
-    @field_validator("ffmpeg_options")
-    @classmethod
-    def _pairs(cls, value: str) -> str:
-        for pair in filter(None, value.split("|")):
-            if ";" not in pair:
-                raise ValueError(f"{pair!r} is not key;value (separate pairs with |)")
-        return value
+    ffmpeg_options: FFmpegOptionString = Field("", description="Extra FFmpeg options as key;value|key;value")
 
 
-class NetworkStreamSource(OpenCVSource):
+
+class NetworkStreamSource(FFmpegStreamSource):
     """An HTTP(S) stream (MJPEG, MPEG-TS, HLS, ...) read with FFmpeg; live, so lost streams reconnect."""
 
     live = True
@@ -229,17 +223,8 @@ class NetworkStreamSource(OpenCVSource):
         self.low_latency = False
         return super().open()
 
-    def ffmpeg_options(self) -> dict[str, str]:
-        opts = dict(_LOW_LATENCY) if self.low_latency else {}
-        for pair in filter(None, self.options.ffmpeg_options.split("|")):
-            key, _, value = pair.partition(";")
-            opts[key.strip()] = value.strip()
-        return opts
-
-    def _open_capture(self) -> cv2.VideoCapture:
-        o = self.options
-        return open_ffmpeg_capture(self.locator, options=self.ffmpeg_options(), open_timeout=o.open_timeout,
-                                   read_timeout=o.read_timeout)
+    def base_ffmpeg_options(self) -> dict[str, str]:
+        return dict(_LOW_LATENCY) if self.low_latency else {}
 
     def _why_not_opened(self) -> str:
         # OpenCV does not say why; ask the server ourselves to give a useful reason.

@@ -7,12 +7,9 @@ import ssl
 import urllib.parse
 from typing import Literal
 
-import cv2
-from pydantic import field_validator
-
 from framelens import ConfigError, Context, Field, Options
 
-from .cv_capture import OpenCVSource, open_ffmpeg_capture
+from .cv_capture import FFmpegOptionString, FFmpegStreamSource
 
 __all__ = ["RtspSource", "RtspSourceOptions", "describe_failure", "make_source"]
 
@@ -26,21 +23,13 @@ class RtspSourceOptions(Options):
                                 "as lost and is reconnected")
     low_latency: bool = Field(True, description="Open without probing the stream for a second (FFmpeg "
                               "probesize 32, fpsprobesize 0, flags low_delay): the first frame in well under a second")
-    ffmpeg_options: str = Field("", description="Extra FFmpeg options as key;value|key;value (they override the "
-                                "ones above), e.g. probesize;500000 for a camera whose stream description lacks "
-                                "the video parameters")
-
-    @field_validator("ffmpeg_options")
-    @classmethod
-    def _pairs(cls, value: str) -> str:
-        for pair in filter(None, value.split("|")):
-            key, sep, _ = pair.partition(";")
-            if not sep or not key.strip():
-                raise ValueError(f"{pair!r} is not key;value")
-        return value
+    ffmpeg_options: FFmpegOptionString = Field(
+        "", description="Extra FFmpeg options as key;value|key;value (they override the ones above), e.g. "
+        "probesize;500000 for a camera whose stream description lacks the video parameters")
 
 
-class RtspSource(OpenCVSource):
+
+class RtspSource(FFmpegStreamSource):
     """Reads an RTSP stream. A dropped connection or a silent camera makes ``read`` raise
     :class:`~framelens.SourceError`, so the live capture reports ``lost`` and reconnects
     with backoff (``connected`` when the camera is back)."""
@@ -62,7 +51,7 @@ class RtspSource(OpenCVSource):
         self.tls = parts.scheme.lower() == "rtsps"
         self.address = (parts.hostname, port or (322 if self.tls else 554))
 
-    def ffmpeg_options(self) -> dict[str, str]:
+    def base_ffmpeg_options(self) -> dict[str, str]:
         opts: dict[str, str] = {"rtsp_transport": self.options.transport}
         if self.options.low_latency:
             # FFmpeg normally reads about a second of packets (20 frames to guess the frame
@@ -72,15 +61,7 @@ class RtspSource(OpenCVSource):
             # frame, so the first picture would wait for the next key frame (seconds on
             # cameras with long GOPs).
             opts.update(probesize="32", fpsprobesize="0", flags="low_delay")
-        for pair in filter(None, self.options.ffmpeg_options.split("|")):
-            key, _, value = pair.partition(";")
-            opts[key.strip()] = value.strip()
         return opts
-
-    def _open_capture(self) -> cv2.VideoCapture:
-        o = self.options
-        return open_ffmpeg_capture(self.locator, options=self.ffmpeg_options(), open_timeout=o.open_timeout,
-                                   read_timeout=o.read_timeout)
 
     def _why_not_opened(self) -> str:
         return describe_failure(self.locator, self.address, timeout=min(self.options.open_timeout, 5.0),
