@@ -33,7 +33,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--backend", help="VLM backend name, e.g. ollama or nim (default ollama)")
     p.add_argument("-s", "--source", help="also open this source as stream://main")
     p.add_argument("-o", "--output", action="append", default=[], metavar="TARGET",
-                   help="outputs for the -s source or, without -s, for the newest stream opened by requests (mjpeg, rtsp, a file)")
+                   help="outputs (mjpeg, rtsp, a file) for the -s source or, without -s, for the newest stream"
+                   " that requests opened")
     add_pipeline_arguments(p)
     p.set_defaults(handler=handle)
 
