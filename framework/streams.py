@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,8 +89,6 @@ class StreamRegistry:
     def open(self, url: str, *, id: str | None = None, description: str = "", origin: str = "api") -> Stream:
         """The stream for ``url``, opening it if needed. Raises :class:`SourceError`
         or :class:`ConfigError` if it cannot be opened."""
-        import time
-
         with self._lock:
             existing = self.find_url(url)
             if existing is not None:

@@ -6,7 +6,8 @@ import argparse
 import json
 from typing import Any
 
-from ..options import describe_options
+from ..errors import ConfigError
+from ..options import closest, describe_options
 from ..plugin_manager import get_plugin_manager
 from ..registry import ComponentSpec
 
@@ -51,9 +52,6 @@ def _text(spec: ComponentSpec) -> str:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from ..errors import ConfigError
-    from ..options import closest
-
     registry = get_plugin_manager().registry
     specs = [s for s in registry.all() if args.name in (None, s.name)]
     if args.name and not specs:

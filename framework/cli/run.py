@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..config import RunConfig, load_deployment, merge_cli
+from ..errors import ConfigError
 from ..plugin_manager import get_plugin_manager
 from ..runtime import Runtime
 
@@ -89,8 +90,6 @@ def config_from_args(args: argparse.Namespace, *, default_output: str | None = "
 
 
 def _check_run_numbers(cfg: RunConfig) -> None:
-    from ..errors import ConfigError
-
     for key in ("max-frames", "max-failures", "width", "height"):
         value = cfg.run.get(key)
         if value is not None and value <= 0:
