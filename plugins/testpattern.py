@@ -9,6 +9,8 @@ import numpy as np
 
 from framelens import Context, Field, Options, RegisterFn, Source, SourceInfo, hookimpl
 
+__all__ = ["CODE_BITS", "TestPattern", "TestPatternOptions", "read_code", "register_sources", "render", "write_code"]
+
 
 class TestPatternOptions(Options):
     width: int = Field(640, ge=16, le=7680, description="Frame width in pixels")
