@@ -110,11 +110,12 @@ class RunConfig:
     def validate_stage(self, spec: ComponentSpec, stage: StageConfig) -> ValidatedStage:
         declared = {option_key(f) for f in spec.options.model_fields}
         merged = dict(stage.options)
+        origins = {}
         for key, value in self.settings.get(stage.id, {}).items():
             if key in declared:
                 merged[key] = value
-        where = stage.where if not self.settings.get(stage.id) else f"{stage.where} / -c"
-        options = parse_options(spec.options, merged, namespace=stage.id, where=where)
+                origins[key] = self.setting_origin.get((stage.id, key), "-c")
+        options = parse_options(spec.options, merged, namespace=stage.id, where=stage.where, origins=origins)
         return ValidatedStage(spec, stage.id, options, stage.target)
 
     def check_unused_settings(self, spaces: Mapping[str, list[type[Options]]]) -> None:

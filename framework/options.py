@@ -143,12 +143,15 @@ def parse_options(
     *,
     namespace: str,
     where: str = "-c",
+    origins: Mapping[str, str] | None = None,
 ) -> Options:
     """Validate ``raw`` (keys without the namespace prefix) against ``model``.
 
     ``where`` says where the values came from (``-c`` or ``deploy.yaml: processors[0]``)
-    and prefixes every message. Raises :class:`ConfigError` with one line per problem.
+    and prefixes every message; ``origins`` names a different place for single keys
+    (``{"model": "-c ollama-model"}``). Raises :class:`ConfigError` with one line per problem.
     """
+    origins = origins or {}
     known = {option_key(n): n for n in model.model_fields}
     data: dict[str, Any] = {}
     problems = []
@@ -157,7 +160,7 @@ def parse_options(
         if field_name is None:
             full = f"{namespace}-{key}"
             problems.append(
-                f"{where}: unknown option '{full}'"
+                f"{origins.get(key, where)}: unknown option '{full}'"
                 + _suggest(full, [f"{namespace}-{k}" for k in known])
             )
             continue
@@ -172,9 +175,9 @@ def parse_options(
             loc = err.get("loc") or ("?",)
             key = option_key(str(loc[0]))
             if err["type"] == "missing":
-                lines.append(f"{where}: missing required option '{namespace}-{key}'")
+                lines.append(f"{origins.get(key, where)}: missing required option '{namespace}-{key}'")
                 continue
             shown = _render_value(raw.get(key, raw.get(str(loc[0]), err.get("input"))))
             msg = str(err["msg"]).removeprefix("Value error, ")
-            lines.append(f"{where}: bad value for '{namespace}-{key}': {shown!r}: {msg}")
+            lines.append(f"{origins.get(key, where)}: bad value for '{namespace}-{key}': {shown!r}: {msg}")
         raise ConfigError("\n".join(lines)) from None
