@@ -35,6 +35,11 @@ __all__ = [
 ]
 
 
+# FFmpeg prints its own connection and decoding complaints to stderr; framelens's sources
+# raise clearer errors themselves. Set OPENCV_FFMPEG_LOGLEVEL (e.g. 32) to see FFmpeg's again.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+
 @cache
 def has_gstreamer() -> bool:
     """Whether this OpenCV build can run GStreamer pipelines."""
