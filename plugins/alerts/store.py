@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -139,9 +138,17 @@ class RuleStore:
             except OSError as exc:
                 raise StoreError(f"cannot write the alerts store {self.path}: {exc.strerror or exc}") from None
 
+    @classmethod
+    def _write(cls, path: Path, document: dict[str, Any]) -> None:
+        cls._write_bytes(path, json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")
+
+    @classmethod
+    def _copy_atomic(cls, src: Path, dst: Path) -> None:
+        cls._write_bytes(dst, src.read_bytes())
+
     @staticmethod
-    def _write(path: Path, document: dict[str, Any]) -> None:
-        data = json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n"
+    def _write_bytes(path: Path, data: bytes) -> None:
+        """Write to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or Path("."))
         try:
             with os.fdopen(fd, "wb") as f:
@@ -156,20 +163,6 @@ class RuleStore:
                 pass
             raise
         _fsync_dir(path.parent)
-
-    @staticmethod
-    def _copy_atomic(src: Path, dst: Path) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent or Path("."))
-        os.close(fd)
-        try:
-            shutil.copyfile(src, tmp)
-            os.replace(tmp, dst)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
 
 
 def _fsync_dir(directory: Path) -> None:
