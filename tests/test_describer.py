@@ -84,7 +84,9 @@ def test_a_one_second_backend_does_not_slow_the_loop() -> None:
 def test_streaming_answers_grow_on_the_video() -> None:
     reply = "A bright test pattern with colour bars and a moving white box"
     with FakeOllama(reply=reply, token_delay=0.03) as ollama:
-        _, frames, _ = describe_run(ollama.url, frames=60)
+        # One call per run (interval 5 s): the next call's first tokens would otherwise replace
+        # the finished answer within a frame or two, and which frames see it would be luck.
+        _, frames, _ = describe_run(ollama.url, "-c", "ollama-interval=5", frames=60)
     seen = [f.results["ollama"] for f in frames if isinstance(f.results.get("ollama"), Description)]
     partial = [d.text for d in seen if d.partial]
     assert len(set(partial)) >= 3, partial
