@@ -284,6 +284,7 @@ class Runtime:
         max_frames = self.setting("max-frames")
         max_failures = int(self.setting("max-failures", 10) or 10)
         counter = Counter("framelens_frames", "Frames processed", ["source"], registry=ctx.metrics)
+        per_source: dict[str, Any] = {}  # labelled children, looked up once per source, not per frame
         for frame in frames:
             frame = frame.replace(results=Results(ctx.sticky_results()))
             for stage in self.stages:
@@ -295,7 +296,10 @@ class Runtime:
                 except Exception as exc:
                     log.error("output %s failed on frame %d: %s", name, frame.index, exc)
             self.frames += 1
-            counter.labels(frame.source_id).inc()
+            child = per_source.get(frame.source_id)
+            if child is None:
+                child = per_source[frame.source_id] = counter.labels(frame.source_id)
+            child.inc()
             if max_frames and self.frames >= max_frames:
                 break
         # Counted here, not at shutdown: frames captured after the last one taken are not drops.
