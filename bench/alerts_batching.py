@@ -34,7 +34,7 @@ from framelens import Context, ImagePart, encode_jpeg
 from framelens.plugin_manager import get_plugin_manager
 from framelens.plugins.alerts.evaluator import Evaluator, Mode
 from framelens.plugins.alerts.rules import RuleLimits, build_rules
-from framelens.plugins.testpattern import TestPattern, TestPatternOptions
+from framelens.plugins.sources.testpattern import TestPattern, TestPatternOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -73,8 +73,8 @@ def run_framelens(url: str, delay: float, seconds: float, fps: float) -> dict[st
 
 def run_baseline(url: str, delay: float, calls: int) -> dict[str, Any]:
     from framelens import encode_jpeg, fit_max_side
-    from framelens.plugins.ollama import DEFAULT_PROMPT
-    from framelens.plugins.testpattern import TestPattern, TestPatternOptions
+    from framelens.plugins.sources.testpattern import TestPattern, TestPatternOptions
+    from framelens.plugins.vlm.ollama import DEFAULT_PROMPT
 
     source = TestPattern("testpattern", TestPatternOptions())
     source.open()

@@ -53,13 +53,13 @@ class Stamper:
     """Test-pattern frames carrying their capture time (ms mod 65536) in the code strip."""
 
     def __init__(self, width: int, height: int) -> None:
-        from framelens.plugins.testpattern import TestPattern
+        from framelens.plugins.sources.testpattern import TestPattern
 
         self.bars = TestPattern._make_bars(width, height)
         self.n = 0
 
     def frame(self) -> np.ndarray:
-        from framelens.plugins.testpattern import render, write_code
+        from framelens.plugins.sources.testpattern import render, write_code
 
         image = render(self.bars, self.n)
         self.n += 1
@@ -119,7 +119,7 @@ def serve_baseline(port: int, width: int, height: int) -> int:
     gi.require_version("GstRtspServer", "1.0")
     from gi.repository import GLib, Gst, GstRtspServer
 
-    from framelens.plugins.rtsp_gst import EncoderSettings, media_launch
+    from framelens.plugins.rtsp.gst import EncoderSettings, media_launch
 
     Gst.init(None)
     launch = media_launch(EncoderSettings("x264enc", FPS, 4000, FPS)).replace(
@@ -205,8 +205,8 @@ class Probe(threading.Thread):
         self.halt = threading.Event()
 
     def run(self) -> None:
-        from framelens.plugins.cv_capture import open_ffmpeg_capture
-        from framelens.plugins.testpattern import read_code
+        from framelens.opencv import open_ffmpeg_capture
+        from framelens.plugins.sources.testpattern import read_code
 
         t_open = time.monotonic()
         cap = open_ffmpeg_capture(self.url, options=CLIENT_OPTIONS, open_timeout=10, read_timeout=10)

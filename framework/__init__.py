@@ -37,15 +37,17 @@ from .output import Output
 from .plugin_manager import call_register_routes
 from .processor import Processor
 from .registry import ComponentSpec, RegisterFn
-from .results import Caption, HasCaption, captions_of
+from .results import Caption, Detection, Detections, HasCaption, boxes_of, captions_of
 from .service import Service
 from .source import Source, SourceInfo, redact
 from .streams import Stream, StreamRegistry
+from .web import ApiError, RouteRegister, json_response, read_json
 from .worker import BackgroundWorker
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ApiError",
     "AsyncRunner",
     "BackendError",
     "BackgroundWorker",
@@ -58,6 +60,8 @@ __all__ = [
     "ConfigError",
     "ContentPart",
     "Context",
+    "Detection",
+    "Detections",
     "Event",
     "EventBus",
     "Field",
@@ -76,6 +80,7 @@ __all__ = [
     "Processor",
     "RegisterFn",
     "Results",
+    "RouteRegister",
     "Service",
     "Source",
     "SourceError",
@@ -88,12 +93,15 @@ __all__ = [
     "VLMTimings",
     "VideoPart",
     "__version__",
+    "boxes_of",
     "call_register_routes",
     "captions_of",
     "decode_image",
     "encode_jpeg",
     "fit_max_side",
     "hookimpl",
+    "json_response",
+    "read_json",
     "redact",
     "sniff_image_type",
 ]

@@ -204,8 +204,13 @@ class VLMBackend(ABC):
 
     @property
     def default_model(self) -> str | None:
-        """The model used when a request names none."""
+        """The model used when a request names none (``None``: the backend has no default)."""
         return None
+
+    @property
+    def request_timeout(self) -> float:
+        """Seconds one call may take before callers give up on it (describers wait this long)."""
+        return 60.0
 
     @abstractmethod
     async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> ChatResult:

@@ -47,6 +47,7 @@ RUN_KEYS = {
     "height": int,
     "fps": float,
     "log-level": str,
+    "backend": str,
 }
 
 

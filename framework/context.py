@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from prometheus_client import CollectorRegistry
 
@@ -18,7 +18,12 @@ from .registry import Registry
 from .source import Source
 from .streams import StreamRegistry
 
+if TYPE_CHECKING:
+    from .plugin_manager import PluginManager
+
 __all__ = ["Context"]
+
+T = TypeVar("T")
 
 log = logging.getLogger("framelens")
 
@@ -33,6 +38,9 @@ class Context:
         streams: live sources kept open (``stream://ID``).
         metrics: the Prometheus registry that ``/metrics`` exposes.
         stopping: set when the run is shutting down.
+        plugins: the run's plugin manager (``None`` for a context built on a bare registry).
+        default_backend: the backend components use when told none (``--backend``, else ``ollama``).
+        enabled_plugins: names of the plugins with a component configured in this run.
     """
 
     def __init__(
@@ -42,8 +50,13 @@ class Context:
         namespaces: Mapping[str, Mapping[str, Any]] | None = None,
         events: EventBus | None = None,
         runner: AsyncRunner | None = None,
+        plugins: PluginManager | None = None,
+        default_backend: str | None = None,
     ) -> None:
         self.registry = registry
+        self.plugins = plugins
+        self.default_backend = default_backend or "ollama"
+        self.enabled_plugins: set[str] = set()
         self.events = events or EventBus()
         self.runner = runner or AsyncRunner()
         self.metrics = CollectorRegistry()
@@ -56,6 +69,8 @@ class Context:
         self._backends: dict[str, VLMBackend] = {}
         self._backend_lock = threading.Lock()
         self._closers: list[Callable[[], None]] = []
+        self._state: dict[str, Any] = {}
+        self._state_lock = threading.Lock()
 
     # -- results that outlive a frame ------------------------------------------------------
 
@@ -74,6 +89,21 @@ class Context:
         """The current published results (a snapshot; never mutated afterwards)."""
         return self._sticky
 
+    # -- per-component state -----------------------------------------------------------------
+
+    def state(self, key: str, factory: Callable[[], T]) -> T:
+        """The object this run keeps under ``key``, made by ``factory()`` on first use.
+
+        Components keep run-wide state here (like Starlette's ``app.state``) instead of
+        module globals, so two runs in one process never see each other's. Use your
+        plugin's name as ``key``. Safe to call from any thread.
+        """
+        with self._state_lock:
+            if key not in self._state:
+                self._state[key] = factory()
+            value: T = self._state[key]
+            return value
+
     # -- options ---------------------------------------------------------------------------
 
     def namespace_options(self, namespace: str) -> dict[str, Any]:
@@ -87,21 +117,27 @@ class Context:
         with self._backend_lock:
             self._backends.setdefault(name, backend)
 
-    def backend(self, name: str) -> VLMBackend:
-        """The run's backend called ``name``, created on first use from the
-        ``-c NAME-...`` options that the backend declares."""
+    def backend(self, name: str, *, type: str | None = None) -> VLMBackend:
+        """The run's backend called ``name``, created on first use.
+
+        ``type`` is the registered backend to create (default: ``name``); its options
+        are the ``-c NAME-...`` settings that it declares, so ``-p ollama:cam2`` gets
+        an ``ollama`` backend configured by ``-c cam2-url=...``. Everyone who asks for
+        the same name shares one instance, which the context closes at shutdown.
+        """
         with self._backend_lock:
             existing = self._backends.get(name)
             if existing is not None:
                 return existing
-            spec = self.registry.get("backend", name)
+            spec = self.registry.get("backend", type or name)
             declared = {option_key(f) for f in spec.options.model_fields}
             raw = {k: v for k, v in self.namespace_options(name).items() if k in declared}
             options = parse_options(spec.options, raw, namespace=name)
-            backend = spec.factory(options, self)
+            backend = spec.create(name, options, self)
             if not isinstance(backend, VLMBackend):
-                raise ConfigError(f"backend {name!r} factory did not return a VLMBackend")
+                raise ConfigError(f"backend {spec.name!r} factory did not return a VLMBackend")
             self._backends[name] = backend
+            self.enabled_plugins.add(spec.plugin)
             return backend
 
     def backends(self) -> dict[str, VLMBackend]:
@@ -116,7 +152,7 @@ class Context:
         declared = {option_key(f) for f in spec.options.model_fields}
         raw = {k: v for k, v in self.namespace_options(spec.name).items() if k in declared}
         options = parse_options(spec.options, raw, namespace=spec.name)
-        source = spec.factory(locator, options, self)
+        source = spec.create(spec.name, locator, options, self)
         if not isinstance(source, Source):
             raise ConfigError(f"source {spec.name!r} factory did not return a Source")
         return source

@@ -34,13 +34,14 @@ error naming both plugins; nothing is silently shadowed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
     from .context import Context
     from .registry import RegisterFn
+    from .web import RouteRegister
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -116,17 +117,23 @@ def register_services(register: RegisterFn) -> None:
 
 
 @hookspec
-def register_routes(register: Any, context: Context) -> None:
+def register_routes(register: RouteRegister, context: Context) -> None:
     """Add HTTP routes to the ``http`` service.
 
-    :param register: call ``register(path, endpoint, methods=["GET"], name=None)``;
-        ``endpoint`` is a Starlette endpoint (``async def endpoint(request) -> Response``).
-        Optional keywords describe the route in ``/openapi.json``: ``request_model`` and
-        ``response_model`` (pydantic models), ``status_code``, ``summary``, ``tags``;
-        ``public=True`` skips the API-key check. A path and method registered twice is an error.
-    :param context: the run's context, to reach backends, streams and events.
+    :param register: a :class:`~framelens.RouteRegister`: call
+        ``register(path, endpoint, methods=["GET"], name=None, ...)``; ``endpoint`` is a
+        Starlette endpoint (``async def endpoint(request) -> Response``). Optional keywords
+        describe the route in ``/openapi.json``: ``request_model`` and ``response_model``
+        (pydantic models), ``status_code``, ``summary``, ``tags``; ``public=True`` skips
+        the API-key check. A path and method registered twice is an error.
+    :param context: the run's context, to reach backends, streams, events and
+        :meth:`~framelens.Context.state`.
 
-    Called once when the ``http`` service builds its application. Routes added
-    here sit behind the same API-key check, error handling and metrics as the
-    built-in ones. Return value: ignored.
+    Called once when the ``http`` service builds its application, for plugins that
+    take part in the run: one with a component configured (``-p alerts`` mounts
+    ``/v1/alerts``), or one that registers no components at all. Routes added here
+    sit behind the same API-key check, error handling and metrics as the built-in
+    ones. Build responses with :func:`~framelens.json_response`, read bodies with
+    :func:`~framelens.read_json` and fail with :class:`~framelens.ApiError`.
+    Return value: ignored.
     """

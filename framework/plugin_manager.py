@@ -17,16 +17,20 @@ import importlib.metadata
 import logging
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from . import hookspecs
 from .errors import PluginError
 from .registry import KINDS, Registry
+
+if TYPE_CHECKING:
+    from .context import Context
+    from .web import RouteRegister
 
 __all__ = ["BUILTIN_PLUGINS", "LoadedPlugin", "PluginManager", "call_register_routes", "get_plugin_manager"]
 
@@ -37,19 +41,9 @@ SELF_DIST = "framelens"
 
 # Used only when framelens runs from a source tree without installed metadata;
 # an installed framelens finds the same modules through its entry points.
-BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
-    ("testpattern", "framelens.plugins.testpattern"),
-    ("opencv_sources", "framelens.plugins.opencv_sources"),
-    ("mjpeg", "framelens.plugins.mjpeg"),
-    ("videofile", "framelens.plugins.videofile"),
-    ("captions", "framelens.plugins.captions"),
-    ("classical", "framelens.plugins.classical"),
-    ("fps", "framelens.plugins.fps"),
-    ("ollama", "framelens.plugins.ollama"),
-    ("openai_compat", "framelens.plugins.openai_compat"),
-    ("http", "framelens.plugins.http"),
-    ("alerts", "framelens.plugins.alerts"),
-    ("rtsp", "framelens.plugins.rtsp"),
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
+    (name, f"framelens.plugins.{name}")
+    for name in ("sources", "outputs", "rtsp", "overlays", "vision", "vlm", "http", "alerts")
 )
 
 _HOOK_FOR_KIND = {
@@ -160,9 +154,6 @@ class PluginManager:
         registry.problems[:0] = self.problems
         return registry
 
-    def call_routes(self, register: Any, context: Any) -> None:
-        self.pm.hook.register_routes(register=register, context=context)
-
     def plugin_names(self) -> Iterable[str]:
         return [p.name for p in self.loaded]
 
@@ -182,10 +173,28 @@ def get_plugin_manager() -> PluginManager:
         return _manager
 
 
-def call_register_routes(register: Any, context: Any) -> None:
-    """Call every plugin's ``register_routes(register, context)`` hook.
+def call_register_routes(
+    register: RouteRegister, context: Context, *, dormant: Callable[[str], RouteRegister] | None = None
+) -> None:
+    """Call the ``register_routes(register, context)`` hook of the run's plugins.
 
     The ``http`` service calls this once while it builds its application, so
     routes that plugins add get its API-key check, error handling and metrics.
+    Only plugins that take part in the run add routes: those with a component
+    configured in it (``context.enabled_plugins``) and those that register no
+    components at all (route-only plugins). A context without a plugin manager
+    gets no plugin routes. ``dormant(plugin_name)``, if given, returns the register
+    for the routes of the plugins left out, so the service can tell a client which
+    ``-p`` would serve a path it asked for.
     """
-    get_plugin_manager().call_routes(register, context)
+    manager = context.plugins
+    if manager is None:
+        return
+    with_components = {spec.plugin for spec in context.registry.all()}
+    for impl in manager.pm.hook.register_routes.get_hookimpls():
+        name = impl.plugin_name
+        enabled = name in context.enabled_plugins or name not in with_components
+        if not enabled and dormant is None:
+            continue
+        kwargs: dict[str, Any] = {"register": register if enabled else dormant(name), "context": context}  # type: ignore[misc]
+        impl.function(**{a: kwargs[a] for a in impl.argnames})

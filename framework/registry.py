@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,18 @@ class ComponentSpec:
     distribution: str | None = None
     schemes: tuple[str, ...] = ()
     claims: Callable[[str], bool] | None = field(default=None, compare=False)
+
+    def create(self, id: str, *args: Any) -> Any:
+        """Call the factory with ``args``; a factory that declares an ``id`` parameter also
+        gets the component id (``-p ollama:cam2`` -> ``"cam2"``), so two instances can
+        tell themselves apart. Every kind of component is built through here."""
+        try:
+            params = inspect.signature(self.factory).parameters
+        except (TypeError, ValueError):
+            return self.factory(*args)
+        if "id" in params:
+            return self.factory(*args, id=id)
+        return self.factory(*args)
 
 
 class Registry:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
@@ -24,6 +23,7 @@ from .events import JsonLinesWriter
 from .frame import Frame, Results
 from .options import option_key
 from .output import Output
+from .plugin_manager import PluginManager
 from .processor import Processor
 from .registry import ComponentSpec, Registry
 from .service import Service
@@ -31,21 +31,9 @@ from .source import Source
 from .stats import Timings
 from .streams import Stream
 
-__all__ = ["Runtime", "Stage", "call_factory"]
+__all__ = ["Runtime", "Stage"]
 
 log = logging.getLogger("framelens.runtime")
-
-
-def call_factory(factory: Callable[..., Any], id: str, *args: Any) -> Any:
-    """Call a component factory; one that declares an ``id`` parameter also gets the stage id
-    (``-p ollama:cam2`` -> ``"cam2"``), so two instances can tell themselves apart."""
-    try:
-        params = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return factory(*args)
-    if "id" in params:
-        return factory(*args, id=id)
-    return factory(*args)
 
 
 @dataclass
@@ -67,9 +55,11 @@ class Runtime:
     components, loops, and always shuts everything down in reverse order.
     """
 
-    def __init__(self, cfg: RunConfig, registry: Registry, *, stdout: IO[str] | None = None) -> None:
+    def __init__(self, cfg: RunConfig, registry: Registry, *, stdout: IO[str] | None = None,
+                 plugins: PluginManager | None = None) -> None:
         self.cfg = cfg
         self.registry = registry
+        self.plugins = plugins
         self.stdout = stdout or sys.stdout
         self.context: Context | None = None
         self.source: Source | None = None
@@ -111,21 +101,29 @@ class Runtime:
             )
         checked = [cfg.validate_stage(spec, stage) for spec, stage in validated_stages]
         outputs = [cfg.validate_stage(registry.get("output", o.name), o) for o in cfg.outputs]
-        self.context = Context(registry, namespaces=cfg.settings)
+        self.context = Context(registry, namespaces=cfg.settings, plugins=self.plugins,
+                               default_backend=self.setting("backend"))
         ctx = self.context
+        ctx.enabled_plugins.update(spec.plugin for spec, _ in validated_stages)
+        ctx.enabled_plugins.update(v.spec.plugin for v in outputs)
+        if self.source_spec is not None:
+            ctx.enabled_plugins.add(self.source_spec.plugin)
+        default_backend = registry.find("backend", ctx.default_backend)
+        if default_backend is not None:
+            ctx.enabled_plugins.add(default_backend.plugin)
         if self.source_spec is not None:
             src_stage = StageConfig(self.source_spec.name, self.source_spec.name, {}, f"-s {cfg.source}")
             src = cfg.validate_stage(self.source_spec, src_stage)
-            self.source = self._construct(src, Source, lambda v: v.spec.factory(cfg.source or "0", v.options, ctx))
+            self.source = self._construct(src, Source, lambda v: v.spec.create(v.id, cfg.source or "0", v.options, ctx))
         for v in checked:
             if v.spec.kind == "service":
-                make_service = lambda v: call_factory(v.spec.factory, v.id, v.options, ctx)  # noqa: E731
+                make_service = lambda v: v.spec.create(v.id, v.options, ctx)  # noqa: E731
                 self.services.append((v.id, self._construct(v, Service, make_service)))
             else:
-                proc = self._construct(v, Processor, lambda v: call_factory(v.spec.factory, v.id, v.options, ctx))
+                proc = self._construct(v, Processor, lambda v: v.spec.create(v.id, v.options, ctx))
                 self.stages.append(Stage(v.id, proc))
         for v in outputs:
-            make_output = lambda v: call_factory(v.spec.factory, v.id, v.target or v.spec.name, v.options, ctx)  # noqa: E731
+            make_output = lambda v: v.spec.create(v.id, v.target or v.spec.name, v.options, ctx)  # noqa: E731
             self.outputs.append((v.id, self._construct(v, Output, make_output)))
 
     def _find_stage_spec(self, stage: StageConfig) -> tuple[ComponentSpec, StageConfig]:

@@ -102,7 +102,8 @@ def run_pipeline(argv: Sequence[str]) -> tuple[dict[str, Any], CollectingOutput,
         args.output = [*args.output, "collect"]
     with plugin_registered(_CollectPlugin(output), "framelens-testing-collect"):
         cfg = config_from_args(args)
-        runtime = Runtime(cfg, get_plugin_manager().registry, stdout=io.StringIO())
+        manager = get_plugin_manager()
+        runtime = Runtime(cfg, manager.registry, stdout=io.StringIO(), plugins=manager)
         runtime.build()
         report = runtime.run()
     return report, output, runtime

@@ -179,7 +179,8 @@ def running_service(http: Mapping[str, Any] | None = None,
     """An ``http`` service on 127.0.0.1 (free port) in this process, stopped afterwards."""
     spaces = {k: dict(v) for k, v in (namespaces or {}).items()}
     raw = {"port": 0, "backend": "echo", **(http or {})}
-    context = Context(get_plugin_manager().registry, namespaces=spaces)
+    manager = get_plugin_manager()
+    context = Context(manager.registry, namespaces=spaces, plugins=manager)
     options = parse_options(HttpOptions, raw, namespace="http")
     assert isinstance(options, HttpOptions)
     context.runner.start()

@@ -40,7 +40,7 @@ from framelens import (
     decode_image,
     hookimpl,
 )
-from framelens.plugins.testpattern import read_code
+from framelens.plugins.sources.testpattern import read_code
 
 __all__ = [
     "MqttListener",

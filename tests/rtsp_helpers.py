@@ -18,8 +18,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from framelens.plugins.cv_capture import open_ffmpeg_capture
-from framelens.plugins.testpattern import read_code
+from framelens.opencv import open_ffmpeg_capture
+from framelens.plugins.sources.testpattern import read_code
 
 # Small and slow enough for two shared cores with other test suites running.
 PATTERN = ["-s", "testpattern", "-c", "testpattern-width=320", "-c", "testpattern-height=240",

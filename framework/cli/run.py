@@ -36,6 +36,9 @@ def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
                    help="add a processor or service; repeat to chain, in order")
     p.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
                    help="set an option, namespaced by component: -c ollama-model=llava")
+    p.add_argument("--backend", metavar="NAME",
+                   help="the VLM backend that describe, alerts and the http service use when told none"
+                   " (ollama, nim, openai, ...; default ollama)")
     p.add_argument("--events", metavar="PATH", help="append every event as a JSON line to PATH (- for stdout)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
                    help="log verbosity (default info)")
@@ -81,6 +84,7 @@ def config_from_args(args: argparse.Namespace, *, default_output: str | None = "
         "max-failures": getattr(args, "max_failures", None),
         "benchmark": getattr(args, "benchmark", None),
         "events": args.events,
+        "backend": args.backend,
     }
     merge_cli(cfg, source=getattr(args, "source", None), stages=args.processor,
               outputs=getattr(args, "output", []), settings=args.config, run=run_flags)
@@ -102,7 +106,8 @@ def _check_run_numbers(cfg: RunConfig) -> None:
 def handle(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     _check_run_numbers(cfg)
-    runtime = Runtime(cfg, get_plugin_manager().registry)
+    manager = get_plugin_manager()
+    runtime = Runtime(cfg, manager.registry, plugins=manager)
     runtime.build()
     runtime.run()
     return 0

@@ -30,7 +30,6 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 9000)")
-    p.add_argument("--backend", help="VLM backend name, e.g. ollama or nim (default ollama)")
     p.add_argument("-s", "--source", help="also open this source as stream://main")
     p.add_argument("-o", "--output", action="append", default=[], metavar="TARGET",
                    help="outputs (mjpeg, rtsp, a file) for the -s source or, without -s, for the newest stream"
@@ -42,11 +41,12 @@ def add_parser(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     if "http" not in [p.partition(":")[0] for p in args.processor]:
         args.processor = [*args.processor, "http"]
-    for flag, key in ((args.host, "host"), (args.port, "port"), (args.backend, "backend")):
+    for flag, key in ((args.host, "host"), (args.port, "port")):
         if flag is not None:
             args.config = [f"http-{key}={flag}", *args.config]
     cfg = config_from_args(args, default_output="none" if args.source else None)
-    runtime = Runtime(cfg, get_plugin_manager().registry)
+    manager = get_plugin_manager()
+    runtime = Runtime(cfg, manager.registry, plugins=manager)
     runtime.build(need_source=args.source is not None)
     runtime.run()
     return 0

@@ -48,7 +48,8 @@ log = logging.getLogger("framelens.alerts")
 class AlertsOptions(Options):
     """Options of the ``alerts`` processor (``-c alerts-KEY=VALUE``)."""
 
-    backend: str = Field("ollama", description="VLM backend that evaluates the rules (ollama, nim, ...)")
+    backend: str | None = Field(None, description="VLM backend that evaluates the rules (ollama, nim, ...;"
+                                " default: the run's --backend, else ollama)")
     model: str | None = Field(None, description="Model to ask; default: the backend's model")
     max_rules: int = Field(50, ge=1, le=1000, description="Most rules this processor takes")
     max_prompt_chars: int = Field(500, ge=1, le=20000, description="Longest prompt accepted, in characters")
@@ -129,11 +130,12 @@ class AlertsProcessor(Processor):
         self.options = options
         self.context = context
         o = options
-        backend = context.backend(o.backend)
+        backend_name = o.backend or context.default_backend
+        backend = context.backend(backend_name)
         if "images" not in backend.supports:
-            raise ConfigError(f"alerts-backend: backend {o.backend!r} does not accept images")
+            raise ConfigError(f"alerts-backend: backend {backend_name!r} does not accept images")
         if o.mode == "batch" and "json_schema" not in backend.supports:
-            raise ConfigError(f"alerts-mode=batch: backend {o.backend!r} has no structured output (json_schema);"
+            raise ConfigError(f"alerts-mode=batch: backend {backend_name!r} has no structured output (json_schema);"
                               " use alerts-mode=auto or per-rule")
         self.limits = RuleLimits(o.max_rules, o.max_prompt_chars)
         self.evaluator = Evaluator(backend, mode=o.mode, model=o.model, concurrency=o.concurrency,
@@ -149,7 +151,7 @@ class AlertsProcessor(Processor):
             snapshotter=self.snapshotter,
             store=self.store,
             publish_status=lambda status: context.publish_result(stage_id, status),
-            backend_name=o.backend,
+            backend_name=backend_name,
         )
         self.sse = SseBroadcaster(stage_id)
         self.webhook = (
@@ -186,7 +188,7 @@ class AlertsProcessor(Processor):
         self.context.publish_result(self.id, self.engine.status())
         self.worker.start()
         log.info("%s: %d rules on backend %s (%s)", self.id, len(self.engine.rule_ids()),
-                 self.options.backend, self.options.mode)
+                 self.options.backend or self.context.default_backend, self.options.mode)
 
     def _initial_rules(self) -> list[AlertRule]:
         configured = list(self.options.rules)

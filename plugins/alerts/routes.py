@@ -29,8 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from framelens import Context
-from framelens.plugins.http.errors import ApiError
-from framelens.plugins.http.routing import json_response
+from framelens.web import ApiError, json_response
 
 from .api_models import AlertDeleted, AlertList, AlertsDeleted, AlertsRequest, AlertsSet, AlertView
 from .hub import AlertsHandle, handles

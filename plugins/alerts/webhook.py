@@ -19,7 +19,7 @@ from typing import Any, Literal
 import httpx
 
 from framelens import AsyncRunner, Event
-from framelens.plugins.vlm_http import parse_retry_after
+from framelens.web import parse_retry_after
 
 __all__ = ["WebhookNotifier", "parse_header"]
 

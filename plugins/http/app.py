@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from starlette.applications import Starlette
@@ -11,9 +12,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp
 
-from framelens import Context, __version__, call_register_routes
+from framelens import Context, RouteRegister, __version__, call_register_routes
 
 from .chat import add_chat_routes
 from .compat_infer import add_infer_routes
@@ -41,16 +43,17 @@ log = logging.getLogger("framelens.http")
 
 def build_state(options: HttpOptions, context: Context) -> ApiState:
     """The shared state of one service; creates (or reuses) the backend named in the options."""
-    backend = context.backend(options.backend)
+    backend_name = options.backend or context.default_backend
+    backend = context.backend(backend_name)
     metrics = metrics_for(context)
     limiter = Limiter(options.max_concurrency, options.max_queue, options.queue_timeout)
-    metrics.limiters[options.backend] = limiter
+    metrics.limiters[backend_name] = limiter
     fetcher = Fetcher(allow_private=options.allow_private_urls, timeout=options.fetch_timeout,
                       max_redirects=options.max_redirects)
     live = LiveSources(context, options)
     media = MediaResolver(context, options, fetcher, live)
     converter = RequestConverter(media, VideoSampler(media, live, options), live, options)
-    return ApiState(options, context, options.backend, backend, limiter, metrics, fetcher, live, media, converter)
+    return ApiState(options, context, backend_name, backend, limiter, metrics, fetcher, live, media, converter)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
@@ -61,9 +64,24 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     return json_response(exc.body(), exc.status, headers=exc.headers)
 
 
+def _dormant_owner(request: Request) -> str | None:
+    """The plugin that would serve this path had it been enabled in the run."""
+    for route, plugin in request.app.state.dormant:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            return str(plugin)
+    return None
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
+    owner = _dormant_owner(request) if exc.status_code in (404, 405) else None
+    if owner is not None:
+        components = sorted(s.name for s in request.app.state.api.context.registry.all() if s.plugin == owner)
+        enable = " or ".join(f"-p {c}" for c in components[:3]) or f"the {owner} plugin"
+        error = ApiError(404, f"{request.method} {request.url.path} is served by plugin {owner!r}, which is not"
+                         f" enabled in this run; start it with {enable}", code="plugin_not_enabled")
+    elif exc.status_code == 404:
         error = ApiError(404, f"unknown route: {request.method} {request.url.path}", code="unknown_url")
     elif exc.status_code == 405:
         error = ApiError(405, f"method {request.method} is not allowed on {request.url.path}",
@@ -95,7 +113,15 @@ def build_app(state: ApiState) -> ASGIApp:
     add_health_routes(routes)
     add_infer_routes(routes)
     add_ollama_routes(routes)
-    call_register_routes(routes.register, state.context)
+    dormant: list[tuple[Route, str]] = []
+
+    def dormant_register(plugin: str) -> RouteRegister:
+        def register(path: str, endpoint: Callable[..., Any], methods: Sequence[str] = ("GET",),
+                     name: str | None = None, **_doc: Any) -> None:
+            dormant.append((Route(path, endpoint, methods=list(methods), name=name), plugin))
+        return register
+
+    call_register_routes(routes.register, state.context, dormant=dormant_register)
     key = api_key(state.options)
     document: dict[str, Any] = {}
 
@@ -110,6 +136,7 @@ def build_app(state: ApiState) -> ASGIApp:
     starlette = Starlette(routes=routes.routes, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error})
     starlette.state.api = state
+    starlette.state.dormant = dormant
     app: ASGIApp = Gateway(starlette, metrics=state.metrics, api_key=key,
                            public_paths=routes.public_paths(),
                            max_body_bytes=state.options.max_body_bytes)

@@ -8,23 +8,10 @@ else is turned into one by the gateway, so no traceback ever reaches a client.
 
 from __future__ import annotations
 
-from typing import Any
-
-from framelens import BackendError, ConfigError, SourceError
+from framelens import ApiError, BackendError, ConfigError, SourceError
+from framelens.web import error_body, error_type_for
 
 __all__ = ["ApiError", "api_error_from", "error_body", "error_type_for"]
-
-_TYPES = {
-    400: "invalid_request_error",
-    401: "invalid_request_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    422: "invalid_request_error",
-    429: "rate_limit_error",
-}
 
 # How each BackendError.kind reaches the client. A backend that rejects *our*
 # credentials is a server misconfiguration (502), never the client's 401.
@@ -38,46 +25,6 @@ _BACKEND_STATUS = {
     "auth": 502,
     "server": 502,
 }
-
-
-def error_type_for(status: int) -> str:
-    """OpenAI's ``error.type`` for an HTTP status."""
-    return _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-
-
-class ApiError(Exception):
-    """A failure to report to the client as an OpenAI error object.
-
-    ``param`` names the request field at fault (``messages.0.content.1.image_url.url``);
-    ``code`` is a stable machine-readable reason (``model_not_found``); ``headers``
-    are added to the response (``Retry-After``).
-    """
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        param: str | None = None,
-        code: str | None = None,
-        type: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.type = type or error_type_for(status)
-        self.headers = headers or {}
-
-    def body(self) -> dict[str, Any]:
-        return error_body(self.message, self.type, self.param, self.code)
-
-
-def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    """The JSON body of an error response (and of a mid-stream SSE error event)."""
-    return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def api_error_from(exc: BaseException, *, backend: str = "backend") -> ApiError:

@@ -18,7 +18,8 @@ class HttpOptions(Options):
 
     host: str = Field("127.0.0.1", description="Address to bind; 0.0.0.0 exposes the API on every interface")
     port: int = Field(9000, ge=0, le=65535, description="TCP port (0 picks a free one)")
-    backend: str = Field("ollama", description="VLM backend that answers (ollama, nim, openai, ...)")
+    backend: str | None = Field(None, description="VLM backend that answers (ollama, nim, openai, ...;"
+                                " default: the run's --backend, else ollama)")
     api_key: str | None = Field(
         None, description="Require 'Authorization: Bearer KEY' (default: $FRAMELENS_API_KEY, else no key)"
     )

@@ -17,17 +17,15 @@ input) and raise :class:`~framelens.plugins.http.errors.ApiError` for failures.
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
-from starlette.responses import Response
+from pydantic import BaseModel
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from .errors import ApiError
+from framelens.web import json_response, read_json, validation_error
+
 from .openapi import RouteDoc
 
 __all__ = ["ROUTE_KEY", "LabelledRoute", "RouteTable", "json_response", "read_json", "validation_error"]
@@ -99,55 +97,3 @@ class RouteTable:
         return frozenset(self._public)
 
 
-_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "dict", "list", "none", "function-after", "function-before"})
-
-
-def _clean_loc(loc: Sequence[int | str]) -> list[str]:
-    """A field path without pydantic's union-member labels (``str``, ``list[...]``, ``ImageURL``, tags)."""
-    out: list[str] = []
-    for part in map(str, loc):
-        if "[" in part or part in _TYPE_LABELS or part[:1].isupper() or part.startswith("function-"):
-            continue
-        if out and out[-1] == part:  # a tagged union repeats its tag before the field of the same name
-            continue
-        out.append(part)
-    return out
-
-
-def validation_error(exc: ValidationError) -> ApiError:
-    """The 400 for a pydantic error: the most specific problem, its field as ``param``.
-
-    A value that fails every member of a union (``content`` as text or parts)
-    is reported by the member that got furthest, not by the first one tried.
-    """
-    errors = exc.errors(include_url=False)
-    err = max(errors, key=lambda e: (not str(e["type"]).endswith("_type"), len(e.get("loc", ()))))
-    if err["type"] == "json_invalid":
-        return ApiError(400, f"could not parse the JSON body of the request: {err['msg']}", code="invalid_json")
-    loc = _clean_loc(err.get("loc", ()))
-    param = ".".join(loc) or None
-    if err["type"] == "extra_forbidden":
-        return ApiError(400, f"unrecognized request argument supplied: {param}", param=param,
-                        code="unknown_parameter")
-    if err["type"] in ("model_type", "model_attributes_type") and not loc:
-        return ApiError(400, "the request body must be a JSON object", code="invalid_request")
-    where = f"{param}: " if param else ""
-    return ApiError(400, f"{where}{str(err['msg']).removeprefix('Value error, ')}", param=param,
-                    code="invalid_value")
-
-
-async def read_json(request: Request, model: type[M]) -> M:
-    """The request body validated as ``model``; a 400 :class:`ApiError` otherwise."""
-    body = await request.body()
-    try:
-        return model.model_validate_json(body)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
-    except (ValueError, json.JSONDecodeError) as exc:  # pragma: no cover - pydantic reports json_invalid
-        raise ApiError(400, f"could not parse the JSON body: {exc}", code="invalid_json") from None
-
-
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    """A compact JSON response (``ensure_ascii=False``: captions are often not English)."""
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    return Response(body, status, headers=headers, media_type="application/json")

@@ -91,7 +91,7 @@ class HttpService(Service):
         if self.options.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("http: listening on %s, reachable from other machines%s", self.options.host,
                         "" if api_key(self.options) else " (no API key set: -c http-api-key=...)")
-        log.info("OpenAI-compatible API at %s/v1 (backend %s)", self.url, self.options.backend)
+        log.info("OpenAI-compatible API at %s/v1 (backend %s)", self.url, self.state.backend_name)
 
     def stop(self) -> None:
         server, future = self._server, self._future

@@ -1,0 +1,67 @@
+"""VLM backends and the describer that works with any of them.
+
+Backends: ``ollama`` (Ollama's native API) and ``nim`` / ``openai`` (OpenAI-compatible
+servers), both over the pooled HTTP client in :mod:`.pool`. The local engine will
+live in ``vlm/local/``.
+
+Processors: ``describe`` asks whichever backend ``-c describe-backend=NAME`` names
+(default: the run's ``--backend``, else ``ollama``), so a third-party backend gets a
+describer without writing one. ``ollama``, ``nim`` and ``openai`` are the same
+processor bound to that backend, with the backend's options in the describer's own
+namespace, as wasmVision users type them: ``-p ollama -c ollama-model=llava``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from framelens import ConfigError, Context, Options, RegisterFn, hookimpl
+
+from . import ollama, openai
+from .describer import DescribeOptions, Describer, DescriberOptions, Description
+from .ollama import OllamaDescriberOptions
+from .openai import NimDescriberOptions, OpenAIDescriberOptions
+
+__all__ = ["DescribeOptions", "Describer", "DescriberOptions", "Description"]
+
+
+@hookimpl
+def register_backends(register: RegisterFn) -> None:
+    ollama.register(register)
+    openai.register(register)
+
+
+def _describe(options: DescribeOptions, context: Context, id: str) -> Describer:
+    name = options.backend or context.default_backend
+    if context.registry.find("backend", name) is None:
+        try:
+            context.registry.get("backend", name)
+        except ConfigError as exc:
+            raise ConfigError(f"-c {id}-backend={name}: {exc}") from None
+    return Describer(options, context, get_backend=lambda: context.backend(name), id=id, model=options.model)
+
+
+def _alias(backend: str) -> Callable[[DescriberOptions, Context, str], Describer]:
+    """``-p BACKEND``: ``describe`` bound to ``backend``, configured from the stage's own namespace."""
+
+    def make(options: DescriberOptions, context: Context, id: str) -> Describer:
+        return Describer(options, context, get_backend=lambda: context.backend(id, type=backend), id=id)
+
+    return make
+
+
+_ALIASES: tuple[tuple[str, type[Options], str], ...] = (
+    ("ollama", OllamaDescriberOptions,
+     "Describe the newest frame with an Ollama vision model, without stalling the video"),
+    ("nim", NimDescriberOptions,
+     "Describe the newest frame (or a short clip) with a NIM vision model, without stalling the video"),
+    ("openai", OpenAIDescriberOptions, "Describe the newest frame with any OpenAI-compatible vision server"),
+)
+
+
+@hookimpl
+def register_processors(register: RegisterFn) -> None:
+    register("describe", _describe, options=DescribeOptions,
+             help="Describe the newest frame with any VLM backend (-c describe-backend=NAME), without stalling")
+    for name, options, help in _ALIASES:
+        register(name, _alias(name), options=options, help=help)
