@@ -95,7 +95,7 @@ def _metrics(registry: CollectorRegistry) -> tuple[Gauge, Counter]:
 
 @functools.cache
 def _page() -> str:
-    return resources.files("framelens.plugins").joinpath("mjpeg_page.html").read_text(encoding="utf-8")
+    return resources.files(__package__ or "framelens.plugins.outputs").joinpath("mjpeg_page.html").read_text(encoding="utf-8")
 
 
 class MjpegOutput(Output):
