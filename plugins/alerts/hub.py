@@ -2,21 +2,22 @@
 
 Routes are registered once, when the ``http`` service builds its app; the
 processors come and go with the run. Each running alerts processor attaches
-its engine and SSE broadcaster to its :class:`~framelens.Context` here.
+its engine and SSE broadcaster to the run's :class:`AlertsHub`, kept in the
+context's state (``context.state("alerts", AlertsHub)``), so two runs in one
+process never see each other's alerts.
 """
 
 from __future__ import annotations
 
 import threading
-import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from framelens import Context
 
 from .engine import AlertEngine
 from .sse import SseBroadcaster
 
-__all__ = ["AlertsHandle", "attach", "detach", "handles", "reserve", "reserved"]
+__all__ = ["AlertsHandle", "AlertsHub", "attach", "detach", "handles", "hub_of", "reserve", "reserved"]
 
 
 @dataclass(frozen=True)
@@ -27,33 +28,47 @@ class AlertsHandle:
     sse: SseBroadcaster
 
 
-_handles: weakref.WeakKeyDictionary[Context, dict[str, AlertsHandle]] = weakref.WeakKeyDictionary()
-_ids: weakref.WeakKeyDictionary[Context, set[str]] = weakref.WeakKeyDictionary()
-_lock = threading.Lock()
+@dataclass
+class AlertsHub:
+    """The alerts processors of one run: ids claimed at build time, handles once started."""
+
+    ids: set[str] = field(default_factory=set)
+    handles: dict[str, AlertsHandle] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def hub_of(context: Context) -> AlertsHub:
+    """The run's hub, made on first use."""
+    return context.state("alerts", AlertsHub)
 
 
 def reserve(context: Context, processor_id: str) -> None:
     """Claim ``processor_id`` for a processor being built in ``context``."""
-    with _lock:
-        _ids.setdefault(context, set()).add(processor_id)
+    hub = hub_of(context)
+    with hub.lock:
+        hub.ids.add(processor_id)
 
 
 def reserved(context: Context) -> set[str]:
-    with _lock:
-        return set(_ids.get(context, set()))
+    hub = hub_of(context)
+    with hub.lock:
+        return set(hub.ids)
 
 
 def attach(context: Context, handle: AlertsHandle) -> None:
-    with _lock:
-        _handles.setdefault(context, {})[handle.engine.id] = handle
+    hub = hub_of(context)
+    with hub.lock:
+        hub.handles[handle.engine.id] = handle
 
 
 def detach(context: Context, processor_id: str) -> None:
-    with _lock:
-        _handles.get(context, {}).pop(processor_id, None)
+    hub = hub_of(context)
+    with hub.lock:
+        hub.handles.pop(processor_id, None)
 
 
 def handles(context: Context) -> dict[str, AlertsHandle]:
     """The running alerts processors of ``context``, by processor id, in start order."""
-    with _lock:
-        return dict(_handles.get(context, {}))
+    hub = hub_of(context)
+    with hub.lock:
+        return dict(hub.handles)

@@ -15,10 +15,9 @@ name                                        type    meaning
 
 from __future__ import annotations
 
-import threading
-import weakref
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from framelens import Context
 
 __all__ = ["AlertMetrics", "STATE_VALUES", "metrics_for"]
 
@@ -52,14 +51,6 @@ class AlertMetrics:
             pass
 
 
-_cache: weakref.WeakKeyDictionary[CollectorRegistry, AlertMetrics] = weakref.WeakKeyDictionary()
-_cache_lock = threading.Lock()
-
-
-def metrics_for(registry: CollectorRegistry) -> AlertMetrics:
-    """The :class:`AlertMetrics` of ``registry``, created on first use (names register once)."""
-    with _cache_lock:
-        metrics = _cache.get(registry)
-        if metrics is None:
-            metrics = _cache[registry] = AlertMetrics(registry)
-        return metrics
+def metrics_for(context: Context) -> AlertMetrics:
+    """The run's :class:`AlertMetrics` on ``context.metrics``, created on first use (names register once)."""
+    return context.state("alerts.metrics", lambda: AlertMetrics(context.metrics))

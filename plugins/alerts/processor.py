@@ -147,7 +147,7 @@ class AlertsProcessor(Processor):
             defaults=RuleDefaults(o.interval, o.cooldown, o.on_frames, o.off_frames, o.unknown_after),
             limits=self.limits,
             events=context.events,
-            metrics=metrics_for(context.metrics),
+            metrics=metrics_for(context),
             snapshotter=self.snapshotter,
             store=self.store,
             publish_status=lambda status: context.publish_result(stage_id, status),
