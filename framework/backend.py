@@ -97,7 +97,10 @@ class GenerationParams:
     """How to generate. ``None`` means "the backend's default".
 
     ``json_schema`` asks for output that matches the schema (structured output);
-    ``json_object`` for any JSON object. ``extra`` carries backend-specific
+    ``json_object`` for any JSON object. ``top_k``, ``min_p``,
+    ``repetition_penalty`` (Ollama's ``repeat_penalty``), ``presence_penalty``
+    and ``frequency_penalty`` are the sampling knobs vLLM, NIM and Ollama share;
+    each backend sends them under its own names. ``extra`` carries backend-specific
     request fields (``media_io_kwargs``, ``keep_alive``...) that the backend
     documents; backends ignore keys they do not know.
     """
@@ -108,6 +111,11 @@ class GenerationParams:
     top_p: float | None = None
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
     json_schema: Mapping[str, Any] | None = None
     json_object: bool = False
     timeout: float | None = None
@@ -115,7 +123,8 @@ class GenerationParams:
 
     def used(self) -> set[str]:
         """Names of the parameters that are set, for :attr:`VLMBackend.supports` checks."""
-        names = {"max_tokens", "temperature", "top_p", "seed", "json_schema"}
+        names = {"max_tokens", "temperature", "top_p", "seed", "json_schema", "top_k", "min_p",
+                 "repetition_penalty", "presence_penalty", "frequency_penalty"}
         used = {n for n in names if getattr(self, n) is not None}
         if self.stop:
             used.add("stop")
@@ -148,24 +157,35 @@ class VLMTimings:
 
 @dataclass(frozen=True)
 class ChatResult:
-    """The answer to a :meth:`VLMBackend.chat` call."""
+    """The answer to a :meth:`VLMBackend.chat` call.
+
+    ``reasoning`` is what a reasoning model thought before answering (vLLM's and
+    NIM's ``reasoning_content``, Ollama's ``thinking``); it is never part of
+    ``text``, and describers and alerts ignore it.
+    """
 
     text: str
     finish_reason: str = "stop"
     usage: Usage = field(default_factory=Usage)
     timings: VLMTimings = field(default_factory=VLMTimings)
     model: str = ""
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)
 class ChatChunk:
-    """One piece of a streamed answer. The last chunk has ``finish_reason`` and ``usage`` set."""
+    """One piece of a streamed answer. The last chunk has ``finish_reason`` and ``usage`` set.
+
+    ``reasoning`` is a piece of the model's reasoning (see :class:`ChatResult`);
+    reasoning pieces come before the answer's text.
+    """
 
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
     timings: VLMTimings | None = None
     model: str = ""
+    reasoning: str = ""
 
 
 @dataclass(frozen=True)
@@ -211,6 +231,15 @@ class VLMBackend(ABC):
     def request_timeout(self) -> float:
         """Seconds one call may take before callers give up on it (describers wait this long)."""
         return 60.0
+
+    async def discover_default_model(self) -> str | None:
+        """Ask the server for its default model where it has one to tell; then :attr:`default_model`.
+
+        Called at start and whenever a request names no model, so a backend whose
+        default is "the first model the server lists" knows it before the first
+        request. Never raises: a server that is down leaves the default unknown.
+        """
+        return self.default_model
 
     @abstractmethod
     async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> ChatResult:
