@@ -1,39 +1,40 @@
-"""An example framelens plugin: turns frames gray, optionally keeping a tint.
+"""An example framelens plugin: a processor, a VLM backend and an HTTP route.
 
-Install it with ``pip install ./docs/example-plugin`` and run::
+Install it with ``pip install ./docs/example-plugin``, then::
 
     framelens run -s testpattern -p grayscale -c grayscale-tint=0.2 -o mjpeg
+    framelens run -s testpattern -p describe -c describe-backend=brightness -p captions -o mjpeg
+    framelens serve -s testpattern -p grayscale --backend brightness
+    curl localhost:9000/v1/grayscale        # the route, served while -p grayscale runs
+
+Everything comes from public doors: ``framelens`` and ``framelens.web``.
 """
 
 from __future__ import annotations
 
-import cv2
-import numpy as np
+from framelens import Context, RegisterFn, RouteRegister, hookimpl
 
-from framelens import Context, Field, Frame, Options, Processor, RegisterFn, hookimpl
+from .backend import BrightnessBackend, BrightnessOptions
+from .processor import Grayscale, GrayscaleOptions
+from .routes import grayscale_stats
 
-
-class GrayscaleOptions(Options):
-    tint: float = Field(0.0, ge=0.0, le=1.0, description="How much of the original colour to keep (0-1)")
-
-
-class Grayscale(Processor):
-    """Replaces the image with its grayscale version, blended with ``tint`` of the colour one."""
-
-    def __init__(self, options: GrayscaleOptions) -> None:
-        self.tint = options.tint
-
-    def process(self, frame: Frame) -> Frame:
-        gray = cv2.cvtColor(cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-        if self.tint:
-            gray = cv2.addWeighted(frame.image, self.tint, gray, 1.0 - self.tint, 0.0)
-        frame.results["grayscale"] = {"mean": float(np.mean(gray))}
-        return frame.replace(image=gray)
+__all__ = ["BrightnessBackend", "BrightnessOptions", "Grayscale", "GrayscaleOptions"]
 
 
 @hookimpl
 def register_processors(register: RegisterFn) -> None:
-    def make(options: GrayscaleOptions, context: Context) -> Grayscale:
-        return Grayscale(options)
+    def make(options: GrayscaleOptions, context: Context, id: str) -> Grayscale:
+        return Grayscale(options, context, id)
 
     register("grayscale", make, options=GrayscaleOptions, help="convert frames to grayscale")
+
+
+@hookimpl
+def register_backends(register: RegisterFn) -> None:
+    register("brightness", lambda options, context: BrightnessBackend(options), options=BrightnessOptions,
+             help="a 'VLM' that answers how bright the image is (example backend, no model)")
+
+
+@hookimpl
+def register_routes(register: RouteRegister, context: Context) -> None:
+    register("/v1/grayscale", grayscale_stats(context), methods=["GET"], tags=["grayscale"])
