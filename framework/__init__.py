@@ -34,9 +34,19 @@ from .hookspecs import hookimpl
 from .imaging import decode_image, encode_jpeg, fit_max_side, sniff_image_type
 from .options import CommaList, Field, Options
 from .output import Output
+from .pipeline import Pipeline
 from .plugin_manager import call_register_routes
 from .processor import Processor
-from .registry import ComponentSpec, RegisterFn
+from .registry import (
+    CommandRegister,
+    ComponentSpec,
+    RegisterBackend,
+    RegisterFn,
+    RegisterOutput,
+    RegisterProcessor,
+    RegisterService,
+    RegisterSource,
+)
 from .results import Caption, Detection, Detections, HasCaption, boxes_of, captions_of
 from .service import Service
 from .source import Source, SourceInfo, redact
@@ -56,6 +66,7 @@ __all__ = [
     "ChatMessage",
     "ChatResult",
     "CommaList",
+    "CommandRegister",
     "ComponentSpec",
     "ConfigError",
     "ContentPart",
@@ -76,9 +87,15 @@ __all__ = [
     "Options",
     "Output",
     "OutputError",
+    "Pipeline",
     "PluginError",
     "Processor",
+    "RegisterBackend",
     "RegisterFn",
+    "RegisterOutput",
+    "RegisterProcessor",
+    "RegisterService",
+    "RegisterSource",
     "Results",
     "RouteRegister",
     "Service",

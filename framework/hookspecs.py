@@ -12,7 +12,10 @@ builds its stages from the registry in the order the user configured, so the
 order of ``-p a -p b`` is the order of processing, whatever order plugins were
 loaded in, and the same processor may be configured twice.
 
-The ``register`` callables the collection hooks receive all have this signature::
+The ``register`` callables the collection hooks receive all have this signature
+(typed per kind as :class:`~framelens.RegisterProcessor`, :class:`~framelens.RegisterSource`,
+:class:`~framelens.RegisterOutput`, :class:`~framelens.RegisterBackend` and
+:class:`~framelens.RegisterService`; :class:`~framelens.RegisterFn` is the untyped union)::
 
     register(
         name: str,                       # what users type: -p NAME, -s NAME, -o NAME
@@ -24,9 +27,24 @@ The ``register`` callables the collection hooks receive all have this signature:
         claims: Callable[[str], bool] | None = None,  # sources/outputs: accept other locators
     ) -> None
 
-A factory that declares a keyword parameter named ``id`` is also given the
-component's id: the name, or ``ID`` for ``-p NAME:ID``. Use it as the key for
-published results and shared backends so that two instances stay apart.
+Factory signatures, per kind (``T`` is what the factory must return; the runtime
+checks it and reports a factory that returns anything else as a configuration error):
+
+=========  ============================================  ============
+kind       factory                                       returns
+=========  ============================================  ============
+processor  ``factory(options, context)``                 ``Processor``
+source     ``factory(locator, options, context)``        ``Source``
+output     ``factory(target, options, context)``         ``Output``
+backend    ``factory(options, context)``                 ``VLMBackend``
+service    ``factory(options, context)``                 ``Service``
+=========  ============================================  ============
+
+A factory of any kind that declares a keyword parameter named ``id`` is also
+given the component's id: for processors, services and outputs the name, or
+``ID`` for ``-p NAME:ID``; for a source its name; for a backend the name it is
+shared under (``context.backend("cam2", type="ollama")`` -> ``"cam2"``). Use it as
+the key for published results and shared state so that two instances stay apart.
 
 Registering a name that another plugin already registered is reported as an
 error naming both plugins; nothing is silently shadowed.
@@ -40,7 +58,14 @@ import pluggy
 
 if TYPE_CHECKING:
     from .context import Context
-    from .registry import RegisterFn
+    from .registry import (
+        CommandRegister,
+        RegisterBackend,
+        RegisterOutput,
+        RegisterProcessor,
+        RegisterService,
+        RegisterSource,
+    )
     from .web import RouteRegister
 
 __all__ = ["hookimpl", "hookspec"]
@@ -53,12 +78,12 @@ hookimpl = pluggy.HookimplMarker("framelens")
 
 
 @hookspec
-def register_processors(register: RegisterFn) -> None:
+def register_processors(register: RegisterProcessor) -> None:
     """Register frame processors.
 
     :param register: call ``register(name, factory, options=..., help=...)`` once per processor.
 
-    ``factory(options, context) -> Processor`` is called once per configured stage
+    ``factory(options, context[, id=]) -> Processor`` is called once per configured stage
     with that stage's validated options and the run's :class:`~framelens.Context`.
     It must not block or open devices; do that in ``Processor.start()``.
     Return value: ignored.
@@ -66,7 +91,7 @@ def register_processors(register: RegisterFn) -> None:
 
 
 @hookspec
-def register_sources(register: RegisterFn) -> None:
+def register_sources(register: RegisterSource) -> None:
     """Register frame sources.
 
     :param register: call ``register(name, factory, schemes=..., claims=...)`` once per source.
@@ -74,42 +99,79 @@ def register_sources(register: RegisterFn) -> None:
     ``-s LOCATOR`` picks a source by exact ``name`` (``testpattern``), then by URL
     scheme (``rtsp://...`` -> ``schemes=("rtsp",)``), then by asking each source's
     ``claims(locator)`` predicate (camera indexes, file paths, globs).
-    ``factory(locator, options, context) -> Source``. Return value: ignored.
+    ``factory(locator, options, context[, id=]) -> Source``; ``id`` is the source's
+    name. Return value: ignored.
     """
 
 
 @hookspec
-def register_outputs(register: RegisterFn) -> None:
+def register_outputs(register: RegisterOutput) -> None:
     """Register outputs (sinks for processed frames).
 
     :param register: call ``register(name, factory, schemes=..., claims=...)`` once per output.
 
     ``-o TARGET`` is resolved like ``-s``: exact name (``mjpeg``, ``none``), URL
     scheme, then ``claims(target)`` (``out.mp4``).
-    ``factory(target, options, context) -> Output``. Return value: ignored.
+    ``factory(target, options, context[, id=]) -> Output``. Return value: ignored.
     """
 
 
 @hookspec
-def register_backends(register: RegisterFn) -> None:
+def register_backends(register: RegisterBackend) -> None:
     """Register VLM backends (Ollama, OpenAI-compatible servers, local engines).
 
     :param register: call ``register(name, factory, options=..., help=...)`` once per backend.
 
-    ``factory(options, context) -> VLMBackend``. Backends are shared by name
-    within a run: describers, alerts and the HTTP service that name the same
-    backend get the same instance. Return value: ignored.
+    ``factory(options, context[, id=]) -> VLMBackend``; ``id`` is the name the backend
+    is shared under (``context.backend("cam2", type="ollama")`` -> ``"cam2"``), which is
+    also its options namespace. Backends are shared by name within a run: describers,
+    alerts and the HTTP service that name the same backend get the same instance. Return value: ignored.
     """
 
 
 @hookspec
-def register_services(register: RegisterFn) -> None:
+def register_services(register: RegisterService) -> None:
     """Register long-running services that live beside the frame loop (an HTTP API).
 
     :param register: call ``register(name, factory, options=..., help=...)`` once per service.
 
-    ``factory(options, context) -> Service``. Services are enabled with
+    ``factory(options, context[, id=]) -> Service``. Services are enabled with
     ``-p NAME`` like processors, but receive no frames. Return value: ignored.
+    """
+
+
+# --- commands -------------------------------------------------------------------------------
+
+
+@hookspec
+def register_commands(cli: CommandRegister) -> None:
+    """Add subcommands to the ``framelens`` command line (as llm and datasette plugins do).
+
+    :param cli: argparse's sub-parsers object (guarded, see :class:`~framelens.CommandRegister`).
+
+    Add a command and its handler::
+
+        @hookimpl
+        def register_commands(cli):
+            p = cli.add_parser("engine", help="manage the local engine")
+            add_pipeline_arguments(p)          # from framelens.cli: -f, -p, -c, --backend, ...
+            p.set_defaults(handler=handle)
+
+    ``handler(args: argparse.Namespace) -> int`` gets the parsed arguments and returns
+    the exit status. Raise :class:`~framelens.ConfigError` for bad input (printed as one
+    ``framelens: error: ...`` line, exit status 2) and
+    :class:`~framelens.FramelensError` for failures at run time (exit status 1); Ctrl-C
+    exits 0. ``args.log_level``, if the command has that argument, sets the log level.
+    To run a pipeline, reuse the ``run`` flags with
+    :func:`framelens.cli.add_pipeline_arguments`, merge them with
+    :func:`framelens.cli.config_from_args` and run it with
+    ``framelens.Pipeline.from_config(cfg).run()``.
+
+    ``run``, ``list`` and ``version`` belong to the core, and each other name to the
+    first plugin that adds it: a name that is taken is refused and reported (on stderr,
+    and by ``framelens list``), never silently shadowed. Called when the command line
+    is built, except for the core commands, which need no plugin commands. Keep this
+    hook cheap: import what the handler needs inside the handler. Return value: ignored.
     """
 
 

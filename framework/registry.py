@@ -2,16 +2,35 @@
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConfigError, PluginError
 from .options import Options, closest
 
-__all__ = ["KINDS", "ComponentSpec", "RegisterFn", "Registry"]
+if TYPE_CHECKING:
+    from .backend import VLMBackend
+    from .output import Output
+    from .processor import Processor
+    from .service import Service
+    from .source import Source
+
+__all__ = [
+    "KINDS",
+    "CommandRegister",
+    "ComponentSpec",
+    "RegisterBackend",
+    "RegisterFn",
+    "RegisterOutput",
+    "RegisterProcessor",
+    "RegisterService",
+    "RegisterSource",
+    "Registry",
+]
 
 KINDS = ("source", "processor", "output", "backend", "service")
 
@@ -32,6 +51,58 @@ class RegisterFn(Protocol):
         schemes: Sequence[str] = (),
         claims: Callable[[str], bool] | None = None,
     ) -> None: ...
+
+
+# The typed registers: the same callable as RegisterFn, with the factory's return type per kind,
+# so a type checker catches a processor factory that returns the wrong thing. The runtime also
+# checks what a factory returned, for plugins that are not type checked.
+
+
+class RegisterProcessor(Protocol):
+    """``register`` of ``register_processors``: ``factory(options, context[, id=]) -> Processor``."""
+
+    def __call__(self, name: str, factory: Callable[..., Processor], *, options: type[Options] = Options,
+                 help: str = "") -> None: ...
+
+
+class RegisterSource(Protocol):
+    """``register`` of ``register_sources``: ``factory(locator, options, context[, id=]) -> Source``."""
+
+    def __call__(self, name: str, factory: Callable[..., Source], *, options: type[Options] = Options,
+                 help: str = "", schemes: Sequence[str] = (), claims: Callable[[str], bool] | None = None) -> None: ...
+
+
+class RegisterOutput(Protocol):
+    """``register`` of ``register_outputs``: ``factory(target, options, context[, id=]) -> Output``."""
+
+    def __call__(self, name: str, factory: Callable[..., Output], *, options: type[Options] = Options,
+                 help: str = "", schemes: Sequence[str] = (), claims: Callable[[str], bool] | None = None) -> None: ...
+
+
+class RegisterBackend(Protocol):
+    """``register`` of ``register_backends``: ``factory(options, context[, id=]) -> VLMBackend``."""
+
+    def __call__(self, name: str, factory: Callable[..., VLMBackend], *, options: type[Options] = Options,
+                 help: str = "") -> None: ...
+
+
+class RegisterService(Protocol):
+    """``register`` of ``register_services``: ``factory(options, context[, id=]) -> Service``."""
+
+    def __call__(self, name: str, factory: Callable[..., Service], *, options: type[Options] = Options,
+                 help: str = "") -> None: ...
+
+
+class CommandRegister(Protocol):
+    """The ``cli`` object handed to ``register_commands``: argparse's sub-parsers, guarded.
+
+    ``add_parser(NAME, help=..., **kwargs)`` takes what
+    :meth:`argparse._SubParsersAction.add_parser` takes and returns the new command's
+    parser. A name that is taken (a core command or another plugin's) is refused: the
+    problem is reported and a detached parser is returned, so the plugin's code goes on.
+    """
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 @dataclass(frozen=True)

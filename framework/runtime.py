@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
@@ -72,6 +72,8 @@ class Runtime:
         self._stop = threading.Event()
         self._capture: LiveCapture | None = None
         self._events_writer: JsonLinesWriter | None = None
+        self._started = time.monotonic()
+        self.seconds: float | None = None
 
     # -- building --------------------------------------------------------------------------
 
@@ -174,14 +176,36 @@ class Runtime:
         return previous
 
     def run(self) -> dict[str, Any]:
-        """Start everything, loop, shut down. Returns the benchmark report."""
+        """Start everything, loop until the source ends or :meth:`stop`, shut down.
+
+        Returns the benchmark report (also printed as a JSON line with ``benchmark``).
+        SIGINT and SIGTERM stop the loop when called from the main thread.
+        """
+        previous = self._install_signals()
+        try:
+            for _ in self.session():
+                pass
+        finally:
+            for sig, handler in previous:
+                signal.signal(sig, handler)
+        report = self.report()
+        if self.setting("benchmark"):
+            self.stdout.write(json.dumps(report) + "\n")
+            self.stdout.flush()
+        return report
+
+    def session(self) -> Iterator[Frame]:
+        """The run as a generator: starts the components, yields every processed frame
+        (after the outputs got it), and shuts everything down in reverse order when it is
+        exhausted, closed early or fails. Both :meth:`run` and ``Pipeline.frames()`` use it,
+        so there is one loop."""
         if self.context is None:
             self.build()
         ctx = self.context
         assert ctx is not None
-        previous = self._install_signals()
         started_components: list[Any] = []
-        started = time.monotonic()
+        self._started = time.monotonic()
+        frames: Iterator[Frame] | None = None
         try:
             self._open_events(ctx)
             ctx.runner.start()
@@ -195,23 +219,20 @@ class Runtime:
                 output.start()
                 started_components.append(output)
             ctx.events.publish("run", {"state": "started"})
-            started = time.monotonic()
+            self._started = time.monotonic()
             if self.source is not None:
-                self._loop(ctx, self._frames(ctx, self.source))
+                frames = self._frames(ctx, self.source)
             elif self.stages or self.outputs:
-                self._loop(ctx, self._stream_frames(ctx))
+                frames = self._stream_frames(ctx)
             else:
                 self._stop.wait()
+            if frames is not None:
+                yield from self._loop(ctx, frames)
         finally:
-            seconds = time.monotonic() - started
+            self.seconds = time.monotonic() - self._started
+            if isinstance(frames, Generator):
+                frames.close()
             self._shutdown(ctx, started_components)
-            for sig, handler in previous:
-                signal.signal(sig, handler)
-        report = self.report(seconds)
-        if self.setting("benchmark"):
-            self.stdout.write(json.dumps(report) + "\n")
-            self.stdout.flush()
-        return report
 
     def _open_events(self, ctx: Context) -> None:
         target = self.setting("events")
@@ -278,7 +299,7 @@ class Runtime:
             if frame is not None:
                 yield frame
 
-    def _loop(self, ctx: Context, frames: Iterator[Frame]) -> None:
+    def _loop(self, ctx: Context, frames: Iterator[Frame]) -> Iterator[Frame]:
         max_frames = self.setting("max-frames")
         max_failures = int(self.setting("max-failures", 10) or 10)
         counter = Counter("framelens_frames", "Frames processed", ["source"], registry=ctx.metrics)
@@ -298,6 +319,9 @@ class Runtime:
             if child is None:
                 child = per_source[frame.source_id] = counter.labels(frame.source_id)
             child.inc()
+            if self._capture is not None:
+                self.dropped = self._capture.dropped
+            yield frame
             if max_frames and self.frames >= max_frames:
                 break
         # Counted here, not at shutdown: frames captured after the last one taken are not drops.
@@ -343,7 +367,10 @@ class Runtime:
         if self._events_writer is not None:
             self._events_writer.close()
 
-    def report(self, seconds: float) -> dict[str, Any]:
+    def report(self, seconds: float | None = None) -> dict[str, Any]:
+        """Frames, seconds, fps, dropped frames and per-processor timings of the run so far."""
+        if seconds is None:
+            seconds = self.seconds if self.seconds is not None else time.monotonic() - self._started
         processors = {}
         for stage in self.stages:
             processors[stage.id] = {**stage.timings.summary(), **stage.processor.stats()}

@@ -1,4 +1,21 @@
-"""The ``framelens`` command line: ``run``, ``serve``, ``list`` and ``version``."""
+"""The ``framelens`` command line: ``run``, ``list``, ``version`` and the commands plugins add.
+
+Plugins add commands with the ``register_commands`` hook. A command that runs a
+pipeline reuses the ``run`` flags through the public helpers here::
+
+    from framelens import Pipeline
+    from framelens.cli import add_pipeline_arguments, config_from_args
+
+    def handle(args: argparse.Namespace) -> int:
+        Pipeline.from_config(config_from_args(args)).run()
+        return 0
+
+    @hookimpl
+    def register_commands(cli: CommandRegister) -> None:
+        p = cli.add_parser("watch", help="run my pipeline")
+        add_pipeline_arguments(p)              # -f, -p, -c, --backend, --events, --log-level
+        p.set_defaults(handler=handle)
+"""
 
 from __future__ import annotations
 
@@ -8,24 +25,30 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import ConfigError, FramelensError
-from . import listing, run, serve
+from . import listing, run
+from .commands import CORE_COMMANDS, CommandTable, collect_commands
+from .run import add_pipeline_arguments, config_from_args
 
-__all__ = ["main"]
-
-COMMANDS = (run, serve, listing)
+__all__ = ["CORE_COMMANDS", "add_pipeline_arguments", "build_parser", "config_from_args", "main"]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(*, plugin_commands: bool = True) -> tuple[argparse.ArgumentParser, CommandTable]:
+    """The parser with the core commands and, if ``plugin_commands``, those plugins add."""
     parser = argparse.ArgumentParser(
         prog="framelens",
         description="Frame-processor framework for live video and vision-language models.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in COMMANDS:
-        module.add_parser(sub)
+    run.add_parser(sub)
+    listing.add_parser(sub)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(handler=_version)
-    return parser
+    table = CommandTable()
+    if plugin_commands:
+        from ..plugin_manager import get_plugin_manager
+
+        table = collect_commands(get_plugin_manager(), sub)
+    return parser, table
 
 
 def _version(_args: argparse.Namespace) -> int:
@@ -47,8 +70,14 @@ def setup_logging(level: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``framelens`` command; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    # The core commands need no plugin commands, so `framelens version` loads no plugins;
+    # `framelens list` reports refused plugin commands itself.
+    first = next((a for a in args_list if not a.startswith("-")), None)
+    parser, table = build_parser(plugin_commands=first not in CORE_COMMANDS)
+    for problem in table.problems:
+        print(f"framelens: warning: {problem}", file=sys.stderr)
+    args = parser.parse_args(args_list)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

@@ -6,9 +6,7 @@ import argparse
 from typing import Any
 
 from ..config import RunConfig, load_deployment, merge_cli
-from ..errors import ConfigError
-from ..plugin_manager import get_plugin_manager
-from ..runtime import Runtime
+from ..pipeline import Pipeline
 
 __all__ = ["add_parser", "add_pipeline_arguments", "config_from_args"]
 
@@ -31,13 +29,15 @@ Options are namespaced by the component's name (or the id given as -p NAME:ID):
 
 
 def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the flags every pipeline command shares (``-f``, ``-p``, ``-c``, ``--backend``,
+    ``--events``, ``--log-level``) to ``p``; :func:`config_from_args` reads them back."""
     p.add_argument("-f", "--file", help="deployment YAML file (see configs/)")
     p.add_argument("-p", "--processor", action="append", default=[], metavar="NAME[:ID]",
                    help="add a processor or service; repeat to chain, in order")
     p.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
                    help="set an option, namespaced by component: -c ollama-model=llava")
     p.add_argument("--backend", metavar="NAME",
-                   help="the VLM backend that describe, alerts and the http service use when told none"
+                   help="the VLM backend that describe, alerts and services use when told none"
                    " (ollama, nim, openai, ...; default ollama)")
     p.add_argument("--events", metavar="PATH", help="append every event as a JSON line to PATH (- for stdout)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],
@@ -73,6 +73,9 @@ def add_parser(sub: Any) -> None:
 
 
 def config_from_args(args: argparse.Namespace, *, default_output: str | None = "mjpeg") -> RunConfig:
+    """The :class:`RunConfig` that parsed pipeline flags describe: the ``-f`` file, with the
+    flags laid over it. Flags a command lacks (``-s``, ``-o``, ``--max-frames``...) are
+    skipped; without outputs the run gets ``default_output`` (``None``: no output)."""
     cfg = load_deployment(args.file) if args.file else RunConfig()
     run_flags = {
         "width": getattr(args, "width", None),
@@ -93,21 +96,6 @@ def config_from_args(args: argparse.Namespace, *, default_output: str | None = "
     return cfg
 
 
-def _check_run_numbers(cfg: RunConfig) -> None:
-    for key in ("max-frames", "max-failures", "width", "height"):
-        value = cfg.run.get(key)
-        if value is not None and value <= 0:
-            raise ConfigError(f"--{key}: must be a positive number, got {value}")
-    fps = cfg.run.get("fps")
-    if fps is not None and fps <= 0:
-        raise ConfigError(f"--fps: must be a positive number, got {fps}")
-
-
 def handle(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    _check_run_numbers(cfg)
-    manager = get_plugin_manager()
-    runtime = Runtime(cfg, manager.registry, plugins=manager)
-    runtime.build()
-    runtime.run()
+    Pipeline.from_config(config_from_args(args)).run()
     return 0

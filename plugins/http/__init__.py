@@ -15,18 +15,26 @@ See docs/http.md.
 
 from __future__ import annotations
 
-from framelens import Context, RegisterFn, hookimpl
+from framelens import CommandRegister, Context, RegisterService, hookimpl
 
 from .options import HttpOptions
 from .service import HttpService
 
-__all__ = ["HttpOptions", "HttpService", "register_services"]
+__all__ = ["HttpOptions", "HttpService", "register_commands", "register_services"]
 
 
 @hookimpl
-def register_services(register: RegisterFn) -> None:
+def register_services(register: RegisterService) -> None:
     def make(options: HttpOptions, context: Context) -> HttpService:
         return HttpService(options, context)
 
     register("http", make, options=HttpOptions,
              help="OpenAI-compatible VLM API with live sources (/v1/chat/completions, /v1/streams, /infer, /api/chat)")
+
+
+@hookimpl
+def register_commands(cli: CommandRegister) -> None:
+    """``framelens serve``."""
+    from .command import add_serve_command
+
+    add_serve_command(cli)

@@ -1,15 +1,17 @@
-"""``framelens serve``: the OpenAI-compatible HTTP service on its own; sources open on demand."""
+"""``framelens serve``: the OpenAI-compatible HTTP service on its own; sources open on demand.
+
+The ``http`` plugin adds this command through the ``register_commands`` hook; it is a
+``run`` with the ``http`` service enabled and, unless ``-s`` is given, no source.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from ..plugin_manager import get_plugin_manager
-from ..runtime import Runtime
-from .run import add_pipeline_arguments, config_from_args
+from framelens import CommandRegister, Pipeline
+from framelens.cli import add_pipeline_arguments, config_from_args
 
-__all__ = ["add_parser"]
+__all__ = ["add_serve_command", "handle"]
 
 EXAMPLES = """\
 examples:
@@ -19,8 +21,8 @@ examples:
 """
 
 
-def add_parser(sub: Any) -> None:
-    p = sub.add_parser(
+def add_serve_command(cli: CommandRegister) -> None:
+    p = cli.add_parser(
         "serve",
         help="serve the OpenAI-compatible API without a pipeline",
         description="Serve /v1/chat/completions and friends in front of a VLM backend. "
@@ -39,14 +41,19 @@ def add_parser(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    if "http" not in [p.partition(":")[0] for p in args.processor]:
+    ids = [ident or name for name, _, ident in (p.partition(":") for p in args.processor) if name == "http"]
+    if not ids:
         args.processor = [*args.processor, "http"]
-    for flag, key in ((args.host, "host"), (args.port, "port")):
-        if flag is not None:
-            args.config = [f"http-{key}={flag}", *args.config]
+    service = ids[0] if ids else "http"
+    # Flags go first, so an explicit -c value of the same option still wins over them.
+    flags = ((args.host, "host"), (args.port, "port"), (args.backend, "backend"))
+    args.config = [*(f"{service}-{key}={value}" for value, key in flags if value is not None), *args.config]
     cfg = config_from_args(args, default_output="none" if args.source else None)
-    manager = get_plugin_manager()
-    runtime = Runtime(cfg, manager.registry, plugins=manager)
-    runtime.build(need_source=args.source is not None)
-    runtime.run()
+    if cfg.run.get("backend") is None:
+        # `-c http-backend=X` alone makes X the run's backend too, so -p alerts and
+        # -p describe ask the backend that answers the API.
+        chosen = [value for key, value, _ in cfg.raw_settings if key == f"{service}-backend"]
+        if chosen:
+            cfg.run["backend"] = str(chosen[-1])
+    Pipeline.from_config(cfg, need_source=args.source is not None).run()
     return 0
