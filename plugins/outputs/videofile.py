@@ -100,10 +100,30 @@ class VideoFileOutput(Output):
             raise OutputError(f"-o {self.path}: is a folder")
         if self.path.exists() and not self.options.overwrite:
             raise OutputError(f"-o {self.path}: exists and file-overwrite is false")
+        self._probe_writable()
         self._probe_codec()
         self._unsubscribe = self.context.events.subscribe(self._on_event)
         self._thread = threading.Thread(target=self._run, name=f"videofile-{self.path.name}", daemon=True)
         self._thread.start()
+
+    def _probe_writable(self) -> None:
+        # os.access says yes for root on /proc and for read-only mounts; only creating a
+        # file tells, and a codec failure must not be blamed for it.
+        probe = self.path.with_name(f".{self.path.stem}.{os.getpid()}.writable")
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.write(fd, b"\0")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise OutputError(f"-o {self.path}: the path cannot be written: cannot create a file in "
+                              f"{self.path.parent} ({exc.strerror or exc})") from None
+        finally:
+            try:
+                probe.unlink()
+            except OSError:
+                pass
 
     def _probe_codec(self) -> None:
         # The real writer opens at the first frame (it needs the size); fail now, not then.

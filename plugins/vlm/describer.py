@@ -313,10 +313,10 @@ class Describer(Processor):
         self.context.publish_result(self.key, desc)
         self.context.events.publish("description", desc.payload(), source=frame.source_id, frame_index=frame.index)
         tokens = f", {desc.usage.prompt_tokens}+{desc.usage.completion_tokens} tokens" if desc.usage else ""
-        log.info("%s: %r (frame %d, %.2f s after capture%s)", self.key, desc.text, frame.index, desc.latency_s,
-                 tokens)
+        log.debug("%s: %r (frame %d, %.2f s after capture%s)", self.key, desc.text, frame.index, desc.latency_s,
+                  tokens)
         if self._error_sig is not None:
-            log.warning("%s: the backend answers again", self.key)
+            log.info("%s: the backend answers again", self.key)
             self.context.events.publish("describer", {"describer": self.key, "state": "ok"},
                                         source=frame.source_id, frame_index=frame.index)
         self._error_sig = None
