@@ -1,0 +1,1 @@
+"""The local VLM engine (placeholder while it is being written)."""

@@ -1,0 +1,299 @@
+"""framelens's own text decoder: Llama/Mistral/Qwen2 and Gemma 3, over the engine's KV pool.
+
+One module runs both shapes of step. *Prefill*: ``[B, S]`` new tokens per row
+at their own positions, written into the KV pool at those positions and
+attending to what is there under a given mask. *Decode*: the same with
+``S = 1`` and a fixed key window, so the step has fixed shapes for a given
+batch bucket and can be captured as a CUDA graph. Positions and KV write
+offsets are tensors; nothing in the step reads a value back to the host.
+
+Gemma 3's differences are switches: the ``sqrt(hidden)`` embedding scale,
+``(1 + w)`` RMSNorm computed in float32, q/k norms, sandwich norms around
+attention and MLP, GELU-tanh, ``query_pre_attn_scalar`` scaling, per-layer
+RoPE bases and sliding-window layers. The mask (built by the engine) carries
+the bidirectional image blocks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from framelens import ConfigError
+
+__all__ = ["Decoder", "DecoderSpec", "KVPool"]
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """The shapes and switches of one decoder, read from a ``text_config``."""
+
+    style: str  # "llama" (Llama, Mistral, Qwen2) or "gemma3"
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    eps: float
+    qkv_bias: bool
+    o_bias: bool
+    mlp_bias: bool
+    act: str
+    scaling: float
+    rope: tuple[tuple[float, ...], ...]  # inverse frequencies per layer
+    rope_scale: tuple[float, ...]  # attention scaling of cos/sin per layer
+    sliding: tuple[int | None, ...]  # window per layer (None: global attention)
+    tied: bool
+    final_softcap: float | None
+    max_positions: int
+
+    @staticmethod
+    def from_config(text: dict[str, Any], *, tied: bool) -> DecoderSpec:
+        """Read a transformers ``text_config`` dict; unsupported settings are a ConfigError."""
+        mt = str(text.get("model_type", "llama"))
+        style = "gemma3" if mt.startswith("gemma3") else "llama"
+        hidden, heads = int(text["hidden_size"]), int(text["num_attention_heads"])
+        head_dim = int(text.get("head_dim") or hidden // heads)
+        layers = int(text["num_hidden_layers"])
+        if text.get("attn_logit_softcapping"):
+            raise ConfigError(f"text decoder {mt}: attention logit soft-capping is not supported")
+        types = list(text.get("layer_types") or [])
+        window = text.get("sliding_window")
+        if not types:
+            types = ["sliding_attention" if window and text.get("use_sliding_window", True) and mt == "mistral"
+                     else "full_attention"] * layers
+        sliding = tuple(int(window) if t == "sliding_attention" and window else None for t in types)
+        rope, scale = [], []
+        params = text.get("rope_parameters") or {}
+        for t in types:
+            p = params.get(t, params) if style == "gemma3" else params
+            inv, s = _rope(text, p or {}, head_dim, t if style == "gemma3" else None)
+            rope.append(tuple(inv))
+            scale.append(s)
+        scaling = (float(text["query_pre_attn_scalar"]) ** -0.5 if style == "gemma3"
+                   else head_dim ** -0.5)
+        act = str(text.get("hidden_activation") or text.get("hidden_act") or "silu")
+        if act not in ("silu", "gelu_pytorch_tanh", "gelu"):
+            raise ConfigError(f"text decoder {mt}: activation {act!r} is not supported")
+        bias = bool(text.get("attention_bias", mt == "qwen2"))
+        return DecoderSpec(
+            style=style, vocab=int(text["vocab_size"]), hidden=hidden, layers=layers, heads=heads,
+            kv_heads=int(text.get("num_key_value_heads") or heads), head_dim=head_dim,
+            intermediate=int(text["intermediate_size"]), eps=float(text.get("rms_norm_eps", 1e-6)),
+            qkv_bias=bias or mt == "qwen2", o_bias=bias and mt != "qwen2", mlp_bias=bool(text.get("mlp_bias", False)),
+            act=act, scaling=scaling, rope=tuple(rope), rope_scale=tuple(scale), sliding=sliding, tied=tied,
+            final_softcap=text.get("final_logit_softcapping"), max_positions=int(text.get("max_position_embeddings",
+                                                                                         4096)),
+        )
+
+    def kv_bytes_per_token(self, dtype: torch.dtype) -> int:
+        return 2 * self.layers * self.kv_heads * self.head_dim * torch.finfo(dtype).bits // 8
+
+
+def _rope(text: dict[str, Any], p: dict[str, Any], dim: int, layer_type: str | None) -> tuple[list[float], float]:
+    kind = p.get("rope_type", "default")
+    theta = float(p.get("rope_theta", text.get("rope_theta", 10000.0)))
+    inv = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    if kind == "default":
+        return inv.tolist(), 1.0
+    if kind == "linear":
+        return (inv / float(p["factor"])).tolist(), 1.0
+    try:  # llama3, yarn, ...: transformers' reference formulas
+        from transformers import PretrainedConfig
+        from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+        cfg = PretrainedConfig(**{**text, "rope_parameters": text.get("rope_parameters")})
+        if layer_type is not None:
+            f, s = ROPE_INIT_FUNCTIONS[kind](cfg, None, layer_type=layer_type)
+        else:
+            f, s = ROPE_INIT_FUNCTIONS[kind](cfg, None)
+        return f.tolist(), float(s)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"rope type {kind!r} is not supported ({exc})") from None
+
+
+class RMSNorm(nn.Module):
+    """Llama's RMSNorm (``w * x``), or Gemma's (``(1 + w) * x`` in float32)."""
+
+    def __init__(self, dim: int, eps: float, gemma: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim))
+        self.eps, self.gemma = eps, gemma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.gemma:
+            return (h * (1.0 + self.weight.float())).type_as(x)
+        return self.weight * h.to(x.dtype)
+
+
+class KVPool:
+    """The preallocated KV cache: ``k``/``v`` of shape ``[slots, layers, kv_heads, capacity, head_dim]``.
+
+    Slot-major so that forking a prefix into another slot is one contiguous copy.
+    The last slot is scratch: padded rows of a batch write there.
+    """
+
+    def __init__(self, spec: DecoderSpec, slots: int, capacity: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (slots + 1, spec.layers, spec.kv_heads, capacity, spec.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.slots, self.capacity, self.scratch = slots, capacity, slots
+        self.heads = torch.arange(spec.kv_heads, device=device)
+
+    def copy(self, src: int, dst: int, length: int) -> None:
+        """Copy the first ``length`` positions of slot ``src`` into slot ``dst`` (a prefix fork)."""
+        self.k[dst, :, :, :length].copy_(self.k[src, :, :, :length])
+        self.v[dst, :, :, :length].copy_(self.v[src, :, :, :length])
+
+    @property
+    def nbytes(self) -> int:
+        return 2 * self.k.numel() * self.k.element_size()
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    a, b = x.chunk(2, dim=-1)
+    return torch.cat((-b, a), dim=-1)
+
+
+class _Attention(nn.Module):
+    def __init__(self, spec: DecoderSpec, layer: int) -> None:
+        super().__init__()
+        self.spec, self.layer = spec, layer
+        hd = spec.head_dim
+        self.q_proj = nn.Linear(spec.hidden, spec.heads * hd, bias=spec.qkv_bias)
+        self.k_proj = nn.Linear(spec.hidden, spec.kv_heads * hd, bias=spec.qkv_bias)
+        self.v_proj = nn.Linear(spec.hidden, spec.kv_heads * hd, bias=spec.qkv_bias)
+        self.o_proj = nn.Linear(spec.heads * hd, spec.hidden, bias=spec.o_bias)
+        if spec.style == "gemma3":
+            self.q_norm = RMSNorm(hd, spec.eps, True)
+            self.k_norm = RMSNorm(hd, spec.eps, True)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pool: KVPool, rows: torch.Tensor,
+                write: torch.Tensor, read: torch.Tensor, window: int, mask: torch.Tensor) -> torch.Tensor:
+        b, s, _ = x.shape
+        hd = self.spec.head_dim
+        q = self.q_proj(x).view(b, s, -1, hd).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, -1, hd).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, -1, hd).transpose(1, 2)
+        if self.spec.style == "gemma3":
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        # write the new keys at their positions: rows[b, s] is the slot (scratch for padding)
+        idx = (rows[:, :, None], pool.heads[None, None, :], write[:, :, None])
+        kl, vl = pool.k[:, self.layer], pool.v[:, self.layer]
+        kl.index_put_(idx, k.transpose(1, 2))
+        vl.index_put_(idx, v.transpose(1, 2))
+        keys = kl[read, :, :window]
+        values = vl[read, :, :window]
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.spec.scaling,
+                                             enable_gqa=self.spec.heads != self.spec.kv_heads)
+        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+
+class _MLP(nn.Module):
+    def __init__(self, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.gate_proj = nn.Linear(spec.hidden, spec.intermediate, bias=spec.mlp_bias)
+        self.up_proj = nn.Linear(spec.hidden, spec.intermediate, bias=spec.mlp_bias)
+        self.down_proj = nn.Linear(spec.intermediate, spec.hidden, bias=spec.mlp_bias)
+        self.tanh = spec.act == "gelu_pytorch_tanh"
+        self.silu = spec.act == "silu"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.gate_proj(x)
+        g = F.silu(g) if self.silu else F.gelu(g, approximate="tanh" if self.tanh else "none")
+        return self.down_proj(g * self.up_proj(x))
+
+
+class _Layer(nn.Module):
+    def __init__(self, spec: DecoderSpec, layer: int) -> None:
+        super().__init__()
+        gemma = spec.style == "gemma3"
+        self.self_attn = _Attention(spec, layer)
+        self.mlp = _MLP(spec)
+        self.input_layernorm = RMSNorm(spec.hidden, spec.eps, gemma)
+        self.post_attention_layernorm = RMSNorm(spec.hidden, spec.eps, gemma)
+        self.sandwich = gemma
+        if gemma:
+            self.pre_feedforward_layernorm = RMSNorm(spec.hidden, spec.eps, True)
+            self.post_feedforward_layernorm = RMSNorm(spec.hidden, spec.eps, True)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pool: KVPool, rows: torch.Tensor,
+                write: torch.Tensor, read: torch.Tensor, window: int, mask: torch.Tensor) -> torch.Tensor:
+        a = self.self_attn(self.input_layernorm(x), cos, sin, pool, rows, write, read, window, mask)
+        if self.sandwich:
+            x = x + self.post_attention_layernorm(a)
+            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+        x = x + a
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+class Decoder(nn.Module):
+    """The decoder stack, its embedding and head. Weights use the Hugging Face names
+    (``embed_tokens``, ``layers.N.self_attn.q_proj``, ``norm``, ``lm_head``)."""
+
+    def __init__(self, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embed_tokens = nn.Embedding(spec.vocab, spec.hidden)
+        self.layers = nn.ModuleList(_Layer(spec, i) for i in range(spec.layers))
+        self.norm = RMSNorm(spec.hidden, spec.eps, spec.style == "gemma3")
+        self.lm_head = nn.Linear(spec.hidden, spec.vocab, bias=False)
+        self.embed_scale = math.sqrt(spec.hidden) if spec.style == "gemma3" else 1.0
+        self._inv: dict[tuple[tuple[float, ...], torch.device], torch.Tensor] = {}
+
+    def load(self, weights: dict[str, torch.Tensor]) -> None:
+        """Take the weights (names without the ``language_model.`` prefix); a missing one is a ConfigError."""
+        if "lm_head.weight" not in weights:
+            weights = {**weights, "lm_head.weight": weights.get("embed_tokens.weight", torch.empty(0))}
+        expected = set(self.state_dict())
+        missing = sorted(expected - set(weights))
+        if missing:
+            raise ConfigError(f"the checkpoint lacks decoder weights: {', '.join(missing[:5])}"
+                              f"{' ...' if len(missing) > 5 else ''}")
+        self.load_state_dict({k: weights[k] for k in expected}, strict=True, assign=True)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        e = self.embed_tokens(ids)
+        if self.embed_scale != 1.0:
+            e = e * torch.tensor(self.embed_scale, dtype=e.dtype)
+        return e
+
+    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, pool: KVPool, rows: torch.Tensor,
+                read: torch.Tensor, window: int, masks: list[torch.Tensor], last: torch.Tensor) -> torch.Tensor:
+        """Run ``embeds [B,S,H]`` at ``positions [B,S]`` and return the logits at ``last [B]`` (indices into S).
+
+        ``rows [B,S]`` is the KV slot each token writes to, ``read [B]`` the slot each
+        row attends over (its first ``window`` positions), ``masks[i]`` the
+        ``[B,1,S,window]`` boolean mask for layer ``i``.
+        """
+        x = embeds
+        pos = positions.float()[..., None]
+        trig: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
+        for i, layer in enumerate(self.layers):
+            key = self.spec.rope[i]
+            if key not in trig:
+                inv = self._inv.get((key, x.device))
+                if inv is None:
+                    inv = self._inv[(key, x.device)] = torch.tensor(key, device=x.device, dtype=torch.float32)
+                f = pos * inv
+                emb = torch.cat((f, f), dim=-1)[:, None]
+                sc = self.spec.rope_scale[i]
+                trig[key] = ((emb.cos() * sc).to(x.dtype), (emb.sin() * sc).to(x.dtype))
+            cos, sin = trig[key]
+            x = layer(x, cos, sin, pool, rows, positions, read, window, masks[i])
+        h = self.norm(x[torch.arange(x.shape[0], device=x.device), last])
+        logits = self.lm_head(h)
+        if self.spec.final_softcap:
+            logits = torch.tanh(logits / self.spec.final_softcap) * self.spec.final_softcap
+        return logits.float()
