@@ -15,10 +15,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from .errors import BackendError
+
 __all__ = [
     "ChatChunk",
     "ChatMessage",
     "ChatResult",
+    "ChoiceResult",
     "ContentPart",
     "GenerationParams",
     "Health",
@@ -189,6 +192,23 @@ class ChatChunk:
 
 
 @dataclass(frozen=True)
+class ChoiceResult:
+    """The answer of :meth:`VLMBackend.choose` for one conversation.
+
+    ``probabilities`` maps every choice to its probability (they sum to 1);
+    ``choice`` is the most probable one.
+    """
+
+    choice: str
+    probabilities: Mapping[str, float]
+
+    @property
+    def probability(self) -> float:
+        """The probability of :attr:`choice`."""
+        return float(self.probabilities[self.choice])
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """A model a backend can serve."""
 
@@ -217,6 +237,8 @@ class VLMBackend(ABC):
     ``supports`` lists the :class:`GenerationParams` names and input kinds
     (``"images"``, ``"video"``, ``"stream"``) the backend honours; callers
     reject requests that need anything else instead of ignoring it.
+    ``"choices"`` there means :meth:`choose` works (scoring fixed answers
+    without generating; the alerts evaluator then uses it).
     """
 
     name: str = "backend"
@@ -252,6 +274,20 @@ class VLMBackend(ABC):
     @abstractmethod
     async def models(self) -> list[ModelInfo]:
         """The models this backend can use now."""
+
+    async def choose(self, conversations: Sequence[Sequence[ChatMessage]], choices: Sequence[str],
+                     params: GenerationParams) -> list[ChoiceResult]:
+        """Score ``choices`` (e.g. ``("yes", "no")``) as the answer of each conversation, without generating.
+
+        Only for backends whose :attr:`supports` has ``"choices"``. Conversations that
+        share a prefix (the same system prompt and image, different questions) are
+        meant to share its cost: the local engine computes the prefix once, forks it
+        per conversation and reads the choices' probabilities from one batched step.
+        Returns one :class:`ChoiceResult` per conversation, in order. Default: raises
+        ``BackendError(kind="unsupported")``.
+        """
+        raise BackendError(f"backend {self.name!r} cannot score choices; ask with chat() instead",
+                           kind="unsupported")
 
     async def health(self) -> Health:
         """Whether the backend can serve requests now. Default: ask for the models."""
