@@ -23,7 +23,7 @@ from .compat_ollama import add_ollama_routes
 from .convert import RequestConverter
 from .errors import ApiError
 from .fetch import Fetcher
-from .gateway import Gateway, request_id
+from .gateway import Gateway, error_json, request_id
 from .health import add_health_routes
 from .limiter import Limiter
 from .live import LiveSources
@@ -31,6 +31,7 @@ from .media import MediaResolver
 from .metrics import metrics_for
 from .openapi import openapi_document
 from .options import HttpOptions
+from .responses import add_responses_routes
 from .routing import RouteTable, json_response
 from .state import ApiState
 from .streams_api import add_stream_routes
@@ -53,6 +54,9 @@ def build_state(options: HttpOptions, context: Context) -> ApiState:
     live = LiveSources(context, options)
     media = MediaResolver(context, options, fetcher, live)
     converter = RequestConverter(media, VideoSampler(media, live, options), live, options)
+    # Known before the first request that names no model (and for /health's model_name);
+    # a backend that is down now is asked again by requests and health probes.
+    context.runner.submit(backend.discover_default_model())
     return ApiState(options, context, backend_name, backend, limiter, metrics, fetcher, live, media, converter)
 
 
@@ -61,7 +65,7 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     rid = request_id(request.scope)
     level = logging.WARNING if exc.status >= 500 else logging.INFO
     log.log(level, "[%s] %s %s -> %d %s", rid, request.method, request.url.path, exc.status, exc.message)
-    return json_response(exc.body(), exc.status, headers=exc.headers)
+    return json_response(error_json(exc, request.url.path), exc.status, headers=exc.headers)
 
 
 def _dormant_owner(request: Request) -> str | None:
@@ -97,7 +101,7 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
               exc_info=exc)
     exc.framelens_logged = True  # type: ignore[attr-defined]  # the gateway sees it re-raised
     error = ApiError(500, f"internal error; see the server log for request {rid}", code="internal_error")
-    return json_response(error.body(), 500)
+    return json_response(error_json(error, request.url.path), 500)
 
 
 def api_key(options: HttpOptions) -> str | None:
@@ -109,6 +113,7 @@ def build_app(state: ApiState) -> ASGIApp:
     """The ASGI application of one ``http`` service."""
     routes = RouteTable()
     add_chat_routes(routes)
+    add_responses_routes(routes)
     add_stream_routes(routes)
     add_health_routes(routes)
     add_infer_routes(routes)

@@ -75,7 +75,7 @@ async def infer(request: Request) -> Response:
 async def _infer(request: Request) -> Response:
     api = api_state(request)
     body = await read_json(request, InferRequest)
-    model = api.backend.default_model
+    model = api.backend.default_model or await api.backend.discover_default_model()
     if not model:
         raise ApiError(400, f"the {api.backend_name!r} backend has no default model "
                        f"(set -c {api.backend_name}-model=NAME)", param="model")

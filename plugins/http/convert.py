@@ -87,7 +87,7 @@ class RequestConverter:
 
     async def prepare(self, req: ChatCompletionRequest, backend_name: str, backend: VLMBackend) -> Prepared:
         _reject_unsupported_openai_fields(req)
-        model = req.model or backend.default_model
+        model = req.model or backend.default_model or await backend.discover_default_model()
         if not model:
             raise ApiError(400, f"no model given and the {backend_name!r} backend has no default "
                            f"(set -c {backend_name}-model=NAME)", param="model", code="model_required")
@@ -108,10 +108,6 @@ class RequestConverter:
         limits = [v for v in (req.max_tokens, req.max_completion_tokens) if v is not None]
         names["max_tokens"] = "max_tokens" if req.max_completion_tokens is None else "max_completion_tokens"
         extra: dict[str, Any] = {}
-        for name in ("frequency_penalty", "presence_penalty"):
-            value = getattr(req, name)
-            if value:  # 0 is OpenAI's default and changes nothing
-                extra[name] = value
         if req.reasoning_effort is not None:
             extra["reasoning_effort"] = req.reasoning_effort
         if req.mm_processor_kwargs:
@@ -128,6 +124,12 @@ class RequestConverter:
             top_p=req.top_p,
             stop=stop,
             seed=req.seed,
+            top_k=req.top_k,
+            min_p=req.min_p,
+            repetition_penalty=req.repetition_penalty,
+            # 0 is OpenAI's default and changes nothing: no reason to refuse it anywhere
+            presence_penalty=req.presence_penalty or None,
+            frequency_penalty=req.frequency_penalty or None,
             json_schema=json_schema,
             json_object=fmt is not None and fmt.type == "json_object",
             timeout=self.options.request_timeout,

@@ -18,9 +18,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ApiError
 from .metrics import HttpMetrics
+from .opens import CLIENT
 from .routing import ROUTE_KEY
 
-__all__ = ["REQUEST_ID_KEY", "Gateway", "json_error_response", "request_id"]
+__all__ = ["REQUEST_ID_KEY", "Gateway", "error_json", "is_ollama_path", "json_error_response", "request_id"]
 
 log = logging.getLogger("framelens.http")
 
@@ -28,16 +29,30 @@ REQUEST_ID_KEY = "framelens.request_id"
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
+def is_ollama_path(path: str) -> bool:
+    """True for Ollama's native API (``/api/...``), whose errors are ``{"error": "..."}``.
+
+    ``/api/v1/...`` is Jetson Platform Services' API, not Ollama's.
+    """
+    return path.startswith("/api/") and not path.startswith("/api/v1/")
+
+
+def error_json(error: ApiError, path: str) -> dict[str, object]:
+    """The error body clients of ``path`` read: Ollama's shape on its routes, OpenAI's elsewhere."""
+    if is_ollama_path(path):
+        return {"error": error.message}
+    return error.body()
+
+
 def request_id(scope: Scope) -> str:
     """The id of the request being served (``x-request-id`` of its response)."""
     return str(scope.get(REQUEST_ID_KEY, "-"))
 
 
-async def json_error_response(send: Send, error: ApiError, rid: str) -> None:
-    """Send ``error`` as a complete JSON response."""
-    body = json.dumps(error.body()).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (b"x-request-id", rid.encode())]
+async def json_error_response(send: Send, error: ApiError, rid: str, path: str = "") -> None:
+    """Send ``error`` as a complete JSON response (``send`` adds the request id header)."""
+    body = json.dumps(error_json(error, path)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
     await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -66,6 +81,8 @@ class Gateway:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         rid = given if _CLIENT_ID.match(given) else f"req_{uuid.uuid4().hex[:24]}"
         scope[REQUEST_ID_KEY] = rid
+        client = scope.get("client")
+        CLIENT.set(str(client[0]) if client else "-")
         rid_header = (b"x-request-id", rid.encode())
         started = time.perf_counter()
         state: dict[str, Any] = {"status": 500, "started": False}
@@ -81,14 +98,15 @@ class Gateway:
             error = self._check(scope, headers)
             if error is not None:
                 log.info("[%s] %s %s -> %d %s", rid, scope["method"], scope["path"], error.status, error.message)
-                await json_error_response(send_with_id, error, rid)
+                await json_error_response(send_with_id, error, rid, scope["path"])
                 return
             await self.app(scope, self._capped(receive), send_with_id)
         except Exception as exc:
             if not state["started"]:
                 log.exception("[%s] %s %s failed", rid, scope["method"], scope["path"])
                 await json_error_response(send_with_id, ApiError(
-                    500, f"internal error; see the server log for request {rid}", code="internal_error"), rid)
+                    500, f"internal error; see the server log for request {rid}", code="internal_error"), rid,
+                    scope["path"])
             elif not getattr(exc, "framelens_logged", False):
                 log.exception("[%s] %s %s failed after the response started", rid, scope["method"], scope["path"])
         finally:

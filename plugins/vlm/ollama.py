@@ -107,16 +107,21 @@ def _ns(value: Any) -> float | None:
 class OllamaBackend(VLMBackend):
     """Ollama's native ``/api/chat``; see the module docstring.
 
-    ``GenerationParams.extra`` keys it understands: ``keep_alive``, ``think``,
-    ``options`` (merged into Ollama's options), ``frequency_penalty``,
-    ``presence_penalty``. Video is not supported (send frames as images).
+    The sampling knobs of :class:`GenerationParams` go into Ollama's ``options``
+    (``repetition_penalty`` as ``repeat_penalty``). ``GenerationParams.extra``
+    keys it understands: ``keep_alive``, ``think``, ``num_ctx`` and ``options``
+    (merged into Ollama's options last). The model's ``thinking`` comes back as
+    ``ChatResult.reasoning``. Video is not supported (send frames as images).
     """
 
     name = "ollama"
     supports = frozenset({
         "images", "stream", "max_tokens", "temperature", "top_p", "seed", "stop", "json_schema", "json_object",
-        "keep_alive", "think", "options", "frequency_penalty", "presence_penalty",
+        "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
+        "keep_alive", "think", "num_ctx", "options",
     })
+    _options = {"top_k": "top_k", "min_p": "min_p", "repetition_penalty": "repeat_penalty",
+                "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty"}
 
     def __init__(self, options: OllamaOptions) -> None:
         self.options = options
@@ -171,11 +176,12 @@ class OllamaBackend(VLMBackend):
             options["seed"] = params.seed
         if params.stop:
             options["stop"] = list(params.stop)
-        if self.options.num_ctx is not None:
-            options["num_ctx"] = self.options.num_ctx
-        for key in ("frequency_penalty", "presence_penalty"):
-            if key in params.extra:
-                options[key] = params.extra[key]
+        for field, option in self._options.items():
+            if getattr(params, field) is not None:
+                options[option] = getattr(params, field)
+        num_ctx = params.extra.get("num_ctx", self.options.num_ctx)
+        if num_ctx is not None:
+            options["num_ctx"] = num_ctx
         options.update(params.extra.get("options") or {})
         body: dict[str, Any] = {"model": params.model or self.options.model, "messages": out_messages,
                                 "stream": stream}
@@ -217,7 +223,8 @@ class OllamaBackend(VLMBackend):
         usage, timings = _stats(data, time.monotonic() - started, None)
         return ChatResult(text=str(data["message"].get("content") or ""),
                           finish_reason=str(data.get("done_reason") or "stop"), usage=usage, timings=timings,
-                          model=str(data.get("model") or body["model"]))
+                          model=str(data.get("model") or body["model"]),
+                          reasoning=str(data["message"].get("thinking") or ""))
 
     async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[ChatChunk]:
         body = self._payload(messages, params, stream=True)
@@ -245,16 +252,19 @@ class OllamaBackend(VLMBackend):
                     error = _ollama_error(500, line.encode(), url.rsplit("/api/", 1)[0])
                     raise BackendError(f"Ollama at {url} failed mid-answer: {data['error']}",
                                        kind="unsupported" if error.kind == "unsupported" else "server")
-                text = str((data.get("message") or {}).get("content") or "")
-                if first is None and text:
+                message = data.get("message") or {}
+                text = str(message.get("content") or "")
+                thinking = str(message.get("thinking") or "")
+                if first is None and (text or thinking):
                     first = time.monotonic() - started
                 if data.get("done"):
                     usage, timings = _stats(data, time.monotonic() - started, first)
                     yield ChatChunk(text=text, finish_reason=str(data.get("done_reason") or "stop"),
-                                    usage=usage, timings=timings, model=str(data.get("model") or ""))
+                                    usage=usage, timings=timings, model=str(data.get("model") or ""),
+                                    reasoning=thinking)
                     return
-                if text:
-                    yield ChatChunk(text=text, model=str(data.get("model") or ""))
+                if text or thinking:
+                    yield ChatChunk(text=text, model=str(data.get("model") or ""), reasoning=thinking)
         raise BackendError("Ollama ended the stream without its final (done) line", kind="server")
 
     # -- models and health -------------------------------------------------------------------

@@ -4,9 +4,12 @@ Speaks ``/v1/chat/completions`` the way NVIDIA NIM for VLMs, vLLM, llama.cpp's
 server, LM Studio and OpenAI take it: images as ``image_url`` data URIs (with
 ``detail``), short clips as ``video_url`` MP4 data URIs with NIM's
 ``media_io_kwargs``, SSE streaming with ``stream_options.include_usage``,
-``response_format`` json_schema, and NIM's ``/think`` system-prompt switch for
-reasoning models. Models come from ``/v1/models`` (the first one is the
-default), health from NIM's ``/v1/health/ready``. Both error shapes are read:
+``response_format`` json_schema, vLLM's sampling extras (``top_k``, ``min_p``,
+``repetition_penalty``), and NIM's ``/think`` system-prompt switch for
+reasoning models; the model's ``reasoning_content`` (or ``reasoning``) comes
+back as ``ChatResult.reasoning``, never mixed into the answer. Models come from
+``/v1/models`` (the first one is the default, discovered at start and again
+when the server comes back), health from NIM's ``/v1/health/ready``. Both error shapes are read:
 ``{"error": {...}}`` and vLLM's older ``{"object": "error", ...}``.
 
 The API key comes from the ``api-key`` option or the environment
@@ -80,18 +83,21 @@ class OpenAICompatBackend(VLMBackend):
     """An OpenAI-compatible chat server (see the module docstring).
 
     ``GenerationParams.extra`` keys sent as top-level request fields:
-    ``media_io_kwargs``, ``mm_processor_kwargs``, ``nvext``, ``frequency_penalty``,
-    ``presence_penalty``, ``reasoning_effort``; ``json_schema_name`` names the
-    schema of ``response_format`` (default ``response``).
+    ``media_io_kwargs``, ``mm_processor_kwargs``, ``nvext``, ``reasoning_effort``;
+    ``json_schema_name`` names the schema of ``response_format`` (default
+    ``response``); ``think`` (Ollama's spelling) is ``true``/``false`` for the
+    ``/think``/``/no_think`` switch of this request, or an effort
+    (``low``/``medium``/``high``) sent as ``reasoning_effort``.
     """
 
     supports = frozenset({
         "images", "video", "stream", "max_tokens", "temperature", "top_p", "seed", "stop", "json_schema",
-        "json_object", "media_io_kwargs", "mm_processor_kwargs", "nvext", "frequency_penalty",
-        "presence_penalty", "reasoning_effort", "json_schema_name",
+        "json_object", "top_k", "min_p", "repetition_penalty", "frequency_penalty", "presence_penalty",
+        "media_io_kwargs", "mm_processor_kwargs", "nvext", "reasoning_effort", "json_schema_name", "think",
     })
-    _passthrough = ("media_io_kwargs", "mm_processor_kwargs", "nvext", "frequency_penalty", "presence_penalty",
-                    "reasoning_effort")
+    _passthrough = ("media_io_kwargs", "mm_processor_kwargs", "nvext", "reasoning_effort")
+    _sampling = ("temperature", "top_p", "seed", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+                 "frequency_penalty")
 
     def __init__(self, options: NimOptions, *, name: str = "nim", service: str = "NIM",
                  key_vars: Sequence[str] = NIM_KEY_VARS) -> None:
@@ -115,6 +121,7 @@ class OpenAICompatBackend(VLMBackend):
             retries=options.retries, max_in_flight=options.max_in_flight,
         )
         self._listed_model: str | None = None
+        self._was_down = False
 
     @property
     def default_model(self) -> str | None:
@@ -195,8 +202,14 @@ class OpenAICompatBackend(VLMBackend):
             if key in params.extra:
                 body[key] = params.extra[key]
         out = [{"role": m.role, "content": self._content(m, body)} for m in messages]
-        if self.options.think is not None:
-            switch = "/think" if self.options.think else "/no_think"
+        think = self.options.think
+        asked = params.extra.get("think")
+        if isinstance(asked, bool):
+            think = asked
+        elif isinstance(asked, str) and asked:
+            body["reasoning_effort"] = asked
+        if think is not None:
+            switch = "/think" if think else "/no_think"
             if out and out[0]["role"] == "system" and isinstance(out[0]["content"], str):
                 out[0]["content"] = f"{switch}\n{out[0]['content']}"
             else:
@@ -204,7 +217,7 @@ class OpenAICompatBackend(VLMBackend):
         body["messages"] = out
         if params.max_tokens is not None:
             body["max_tokens"] = params.max_tokens
-        for key in ("temperature", "top_p", "seed"):
+        for key in self._sampling:
             if getattr(params, key) is not None:
                 body[key] = getattr(params, key)
         if params.stop:
@@ -228,6 +241,7 @@ class OpenAICompatBackend(VLMBackend):
         try:
             choice = data["choices"][0]
             content = choice["message"].get("content") or ""
+            reasoning = _reasoning(choice["message"])
         except (KeyError, IndexError, TypeError, AttributeError):
             raise BackendError(f"{self.service} answered with an unexpected body: {str(data)[:200]}",
                                kind="server") from None
@@ -235,7 +249,7 @@ class OpenAICompatBackend(VLMBackend):
         text = think.feed(str(content)) + think.flush()
         return ChatResult(text=text, finish_reason=str(choice.get("finish_reason") or "stop"),
                           usage=_usage(data.get("usage")), timings=VLMTimings(total_s=time.monotonic() - started),
-                          model=str(data.get("model") or model))
+                          model=str(data.get("model") or model), reasoning=reasoning)
 
     async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[ChatChunk]:
         started = time.monotonic()
@@ -275,13 +289,15 @@ class OpenAICompatBackend(VLMBackend):
                     usage = _usage(data["usage"])
                 model = str(data.get("model") or model)
                 for choice in data.get("choices") or []:
-                    text = think.feed(str((choice.get("delta") or {}).get("content") or ""))
+                    delta = choice.get("delta") or {}
+                    text = think.feed(str(delta.get("content") or ""))
+                    reasoning = _reasoning(delta)
                     if choice.get("finish_reason"):
                         finish = str(choice["finish_reason"])
-                    if text:
+                    if text or reasoning:
                         if first is None:
                             first = time.monotonic() - started
-                        yield ChatChunk(text=text, model=model)
+                        yield ChatChunk(text=text, model=model, reasoning=reasoning)
         if not done and finish is None:
             raise BackendError(f"{self.service} ended the stream before it finished the answer", kind="server")
         rest = think.flush()
@@ -298,11 +314,34 @@ class OpenAICompatBackend(VLMBackend):
                                kind="server")
         models = [ModelInfo(id=str(m["id"]), owned_by=str(m.get("owned_by") or "system"),
                             created=int(m.get("created") or 0)) for m in items if isinstance(m, dict) and "id" in m]
-        if models and self._listed_model is None:
-            self._listed_model = models[0].id  # becomes default_model when no model option is set
+        ids = [m.id for m in models]
+        if ids and self._listed_model not in ids:
+            self._listed_model = ids[0]  # becomes default_model when no model option is set
         return models
 
+    async def discover_default_model(self) -> str | None:
+        if self.default_model is None:
+            try:
+                await self.models()
+            except BackendError as exc:
+                log.info("%s: no default model yet (%s)", self.name, exc)
+        return self.default_model
+
     async def health(self) -> Health:
+        health = await self._health()
+        if not health.ready:
+            self._was_down = True
+        elif self._was_down or self.default_model is None:
+            # Back up: the server may have restarted with another model.
+            self._was_down = False
+            if self.options.model is None:
+                try:
+                    await self.models()
+                except BackendError as exc:
+                    return Health(False, str(exc))
+        return health
+
+    async def _health(self) -> Health:
         try:
             data = await self.pool.request("GET", "/health/ready", timeout=min(10.0, self.options.timeout))
             return Health(True, str((data or {}).get("message") or "ready"))
@@ -320,6 +359,14 @@ def _usage(raw: Any) -> Usage:
         return Usage()
     return Usage(prompt_tokens=int(raw.get("prompt_tokens") or 0),
                  completion_tokens=int(raw.get("completion_tokens") or 0))
+
+
+def _reasoning(message: Any) -> str:
+    """vLLM/NIM's ``reasoning_content`` (newer vLLM: ``reasoning``) of a message or delta."""
+    if not isinstance(message, dict):
+        return ""
+    value = message.get("reasoning_content") or message.get("reasoning")
+    return value if isinstance(value, str) else ""
 
 
 def _error_param(body: bytes) -> str | None:

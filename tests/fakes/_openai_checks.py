@@ -16,6 +16,8 @@ KNOWN_FIELDS = {
     "stream", "stream_options", "seed", "response_format", "frequency_penalty", "presence_penalty",
     "logprobs", "top_logprobs", "user", "tools", "tool_choice", "parallel_tool_calls", "logit_bias",
     "media_io_kwargs", "mm_processor_kwargs", "nvext", "reasoning_effort",
+    # vLLM's extra sampling parameters (NIM passes them on)
+    "top_k", "min_p", "repetition_penalty",
 }
 """Top-level request fields the fake understands (others are ignored unless ``strict_fields``)."""
 

@@ -13,7 +13,11 @@ It checks requests the way Ollama does and answers with Ollama's shapes:
   one with ``done: true``, ``done_reason``, token counts and ns durations;
   ``stream: false`` gives one JSON object;
 - ``format`` (``"json"`` or a JSON schema), ``options`` (type-checked),
-  ``keep_alive`` (a Go duration or seconds) are validated and recorded.
+  ``keep_alive`` (a Go duration or seconds) are validated and recorded;
+- ``think`` (``true``/``false`` or ``"low"``/``"medium"``/``"high"``) needs a
+  model with the ``thinking`` capability (otherwise a 400 like Ollama's); the
+  model then "thinks" into ``message.thinking`` (``thinking`` on generate)
+  before it answers.
 
 Behaviour knobs (plain attributes, change them at any time): ``models``,
 ``reply`` (text or ``fn(body, images, videos)``), ``token_delay``,
@@ -206,6 +210,12 @@ class FakeOllama(FakeHTTPServer):
         found = self.find_model(model)
         if found is None:
             raise _BadRequest(f"model '{model}' not found", 404)
+        think = body.get("think")
+        if think is not None and not (isinstance(think, bool) or think in ("low", "medium", "high")):
+            raise _BadRequest(f"invalid think value: {json.dumps(think)} (must be \"high\", \"medium\", "
+                              "\"low\", true, or false)")
+        if think and "thinking" not in self.models[found]:
+            raise _BadRequest(f"\"{model}\" does not support thinking")
         return found
 
     def _images(self, raw: Any, found: str) -> list[np.ndarray]:
@@ -267,6 +277,7 @@ class FakeOllama(FakeHTTPServer):
         if fmt and not _is_json(text):
             text = json.dumps(instance_for_schema(fmt, text) if isinstance(fmt, dict) else {"response": text})
         pieces = tokens(text)
+        thoughts = tokens("Let me look at the picture carefully.") if body.get("think") else []
         done_reason = "stop"
         limit = (body.get("options") or {}).get("num_predict")
         if isinstance(limit, int) and 0 < limit < len(pieces):
@@ -274,12 +285,16 @@ class FakeOllama(FakeHTTPServer):
         prompt_tokens = words + 2 + IMAGE_TOKENS * len(images)
         started = time.monotonic_ns()
 
-        def chunk(content: str) -> dict[str, Any]:
+        def chunk(content: str, thinking: str = "") -> dict[str, Any]:
             base: dict[str, Any] = {"model": body["model"], "created_at": _now()}
             if chat:
                 base["message"] = {"role": "assistant", "content": content}
+                if thinking:
+                    base["message"]["thinking"] = thinking
             else:
                 base["response"] = content
+                if thinking:
+                    base["thinking"] = thinking
             base["done"] = False
             return base
 
@@ -301,11 +316,17 @@ class FakeOllama(FakeHTTPServer):
             whole = final()
             if chat:
                 whole["message"]["content"] = "".join(pieces)
+                if thoughts:
+                    whole["message"]["thinking"] = "".join(thoughts)
             else:
                 whole["response"] = "".join(pieces)
+                if thoughts:
+                    whole["thinking"] = "".join(thoughts)
             return Reply.json(whole)
 
         async def lines() -> AsyncIterator[bytes | _Drop]:
+            for thought in thoughts:
+                yield _compact(chunk("", thought)) + b"\n"
             for i, piece in enumerate(pieces):
                 if i and self.token_delay:
                     await asyncio.sleep(self.token_delay)

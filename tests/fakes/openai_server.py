@@ -10,7 +10,8 @@ like vLLM/NIM check them:
   of decodable JPEG/PNG/WebP (http URLs cannot be fetched here and are a 400);
   ``detail`` must be ``low``/``high``/``auto``; videos must be decodable MP4
   data URIs, at most one per request;
-- ``max_tokens``/``max_completion_tokens``, ``temperature``, ``stream``,
+- ``max_tokens``/``max_completion_tokens``, ``temperature``, ``top_p``,
+  vLLM's ``top_k``, ``min_p`` and ``repetition_penalty`` (ranges), ``stream``,
   ``stream_options`` (only with ``stream``), ``response_format``
   (``json_schema`` needs ``name`` and ``schema``) and ``media_io_kwargs``
   (``fps`` or ``num_frames``, not both, not more frames than the clip has);
@@ -171,6 +172,16 @@ class FakeOpenAI(FakeHTTPServer):
         t = body.get("temperature")
         if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 2):
             raise ApiError(f"temperature must be in [0, 2], got {t}.", param="temperature")
+        k = body.get("top_k")
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or (k < 1 and k not in (-1, 0))):
+            raise ApiError(f"top_k must be 0, -1 (disable), or at least 1, got {k}.", param="top_k")
+        for key, low, high in (("min_p", 0, 1), ("top_p", 0, 1), ("repetition_penalty", 0, None)):
+            v = body.get(key)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < low or (high is not None and v > high) \
+                    or (key == "repetition_penalty" and v == 0):
+                raise ApiError(f"{key} is out of range, got {v}.", param=key)
         if "stream" in body and not isinstance(body["stream"], bool):
             raise ApiError("Input should be a valid boolean", param="stream")
         if body.get("stream_options") is not None:
