@@ -1,8 +1,8 @@
 """VLM backends and the describer that works with any of them.
 
 Backends: ``ollama`` (Ollama's native API) and ``nim`` / ``openai`` (OpenAI-compatible
-servers), both over the pooled HTTP client in :mod:`.pool`. The local engine will
-live in ``vlm/local/``.
+servers), both over the pooled HTTP client in :mod:`.pool`; ``local``, the in-process
+engine in :mod:`.local` (torch is imported only when it loads).
 
 Processors: ``describe`` asks whichever backend ``-c describe-backend=NAME`` names
 (default: the run's ``--backend``, else ``ollama``), so a third-party backend gets a
@@ -17,8 +17,9 @@ from collections.abc import Callable
 
 from framelens import ConfigError, Context, Options, RegisterFn, hookimpl
 
-from . import ollama, openai
+from . import local, ollama, openai
 from .describer import DescribeOptions, Describer, DescriberOptions, Description
+from .local import LocalDescriberOptions
 from .ollama import OllamaDescriberOptions
 from .openai import NimDescriberOptions, OpenAIDescriberOptions
 
@@ -29,6 +30,7 @@ __all__ = ["DescribeOptions", "Describer", "DescriberOptions", "Description"]
 def register_backends(register: RegisterFn) -> None:
     ollama.register(register)
     openai.register(register)
+    local.register(register)
 
 
 def _describe(options: DescribeOptions, context: Context, id: str) -> Describer:
@@ -56,6 +58,8 @@ _ALIASES: tuple[tuple[str, type[Options], str], ...] = (
     ("nim", NimDescriberOptions,
      "Describe the newest frame (or a short clip) with a NIM vision model, without stalling the video"),
     ("openai", OpenAIDescriberOptions, "Describe the newest frame with any OpenAI-compatible vision server"),
+    ("local", LocalDescriberOptions,
+     "Describe the newest frame with the in-process VLM engine (no server), without stalling the video"),
 )
 
 

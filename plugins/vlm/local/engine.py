@@ -39,7 +39,7 @@ from .model import LoadedModel, Prompt
 from .prefix import PrefixCache, prefix_key
 from .sampling import SamplingParams, TextStream, sample
 
-__all__ = ["ChoiceJob", "Engine", "Job", "RequestReplaced"]
+__all__ = ["ChoiceJob", "Engine", "EngineAPI", "Job", "RequestReplaced"]
 
 log = logging.getLogger("framelens.local")
 
@@ -74,6 +74,9 @@ class Job:
     stream: TextStream | None = None
     prompt_s: float = 0.0
     first_at: float | None = None
+    tokens: list[int] = field(default_factory=list)  # generated ids (EOS included)
+    keep_logits: bool = False  # tests: keep each step's logits in `logits`
+    logits: list[torch.Tensor] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -309,7 +312,7 @@ class Engine:
                                   last.to(dev))
 
     def _decode(self) -> None:
-        jobs = self.running
+        jobs = list(self.running)
         dev = self.model.device
         n = len(jobs)
         b = _bucket(n, self.slots) if self.fixed_shapes else n
@@ -331,12 +334,15 @@ class Engine:
         self.stats["max_batch"] = max(self.stats["max_batch"], n)
         for j in jobs:
             j.pos += 1
-        self._emit(jobs, sample(logits, [j.sampling for j in jobs]).tolist())
+        self._emit(jobs, sample(logits, [j.sampling for j in jobs]).tolist(), logits)
 
-    def _emit(self, jobs: Sequence[Job], tokens: Sequence[int]) -> None:
+    def _emit(self, jobs: Sequence[Job], tokens: Sequence[int], logits: torch.Tensor) -> None:
         now = time.monotonic()
-        for job, token in zip(jobs, tokens, strict=True):
+        for row, (job, token) in enumerate(zip(jobs, tokens, strict=True)):
             assert job.stream is not None
+            job.tokens.append(token)
+            if job.keep_logits:
+                job.logits.append(logits[row].cpu().clone())
             finish: str | None = None
             if token in self.model.eos:
                 finish = "stop"
@@ -398,7 +404,7 @@ class Engine:
         for job in new:
             job.prompt_s = spent
         self.running.extend(new)
-        self._emit(new, tokens)
+        self._emit(new, tokens, logits)
 
     def _choose(self, job: ChoiceJob) -> None:
         try:
@@ -449,3 +455,38 @@ class Engine:
             return out
         finally:
             self.free.extend(taken)
+
+
+class EngineAPI(Engine):
+    """:class:`Engine` plus the small factory methods the backend uses, so it needs no torch import."""
+
+    runtime = "torch"
+
+    def sampling(self, *, temperature: float, top_p: float, top_k: int, seed: int | None) -> SamplingParams:
+        return SamplingParams(self.model.device, temperature, top_p, top_k, seed)
+
+    def job(self, prompt: Prompt, *, max_tokens: int, sampling: SamplingParams, sink: Sink,
+            stops: tuple[str, ...] = (), replace_key: str | None = None) -> Job:
+        return Job(prompt, max_tokens, sampling, sink, stops, replace_key)
+
+    def choice_job(self, prompts: list[Prompt], choice_ids: list[int], sink: Sink) -> ChoiceJob:
+        return ChoiceJob(prompts, choice_ids, sink)
+
+    def choice_tokens(self, choices: Sequence[str]) -> list[int]:
+        """The first token of each choice; they must differ."""
+        ids = []
+        for c in choices:
+            tokens = self.model.tokenizer.encode(c, add_special_tokens=False)
+            if not tokens:
+                raise BackendError(f"choice {c!r} has no tokens", kind="bad_request", status=400)
+            ids.append(int(tokens[0]))
+        if len(set(ids)) != len(ids):
+            raise BackendError(f"choices {list(choices)} start with the same token; use answers that differ in "
+                               "their first word", kind="bad_request", status=400)
+        return ids
+
+    def describe(self) -> str:
+        m = self.model
+        return (f"{m.files.family}, {m.parameters / 1e6:.1f} M parameters, {self.runtime} on {m.device.type} "
+                f"{str(m.dtype).removeprefix('torch.')}, {self.slots} slots x {self.capacity} tokens, "
+                f"KV {self.pool.nbytes / 2**20:.0f} MiB")
