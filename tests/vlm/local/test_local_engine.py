@@ -1,0 +1,221 @@
+"""Engine behaviour: joining and leaving mid-batch, cancellation, replacement, prefix reuse, choices, text."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import make_engine
+from local_vlm_helpers import done_of, image, messages, run_jobs, text_of
+
+from framelens import BackendError
+
+
+def _wait(cond: Any, timeout: float = 20) -> None:
+    end = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.002)
+
+
+def test_join_and_leave_mid_batch(engines: dict[str, Any]) -> None:
+    engine = engines["llava"]
+    long_p = engine.model.prompt(messages("describe the picture", image(5)))
+    short_p = engine.model.prompt(messages("a dog runs", image(6)))
+    alone_long = run_jobs(engine, [long_p], 60)[0].tokens
+    alone_short = run_jobs(engine, [short_p], 6)[0].tokens
+    assert len(alone_long) == 60 and len(alone_short) == 6
+
+    got: list[tuple[str, Any]] = []
+    finished = threading.Event()
+
+    def sink(kind: str, value: Any) -> None:
+        got.append((kind, value))
+        if kind in ("done", "error"):
+            finished.set()
+
+    long_job = engine.job(long_p, max_tokens=60, sampling=engine.sampling(temperature=0, top_p=1, top_k=0, seed=None),
+                          sink=sink)
+    engine.submit(long_job)
+    _wait(lambda: long_job.generated >= 5)
+    (short_job,) = run_jobs(engine, [short_p], 6)
+    at_short_end = long_job.generated
+    assert finished.wait(20)
+    assert short_job.tokens == alone_short
+    assert long_job.tokens == alone_long
+    assert 5 <= at_short_end < 60, "the short request should join and leave while the long one runs"
+    assert engine.free_slots == engine.slots
+
+
+def test_cancelled_request_frees_its_slot(engines: dict[str, Any]) -> None:
+    engine = engines["llava"]
+    prompt = engine.model.prompt(messages("describe the picture", image(5)))  # runs 60+ tokens without EOS
+    job = engine.job(prompt, max_tokens=200, sampling=engine.sampling(temperature=0, top_p=1, top_k=0, seed=None),
+                     sink=lambda kind, value: None)
+    before = engine.stats["cancelled"]
+    engine.submit(job)
+    _wait(lambda: job.generated >= 3)
+    assert engine.free_slots == engine.slots - 1
+    job.cancelled.set()
+    _wait(lambda: engine.free_slots == engine.slots)
+    assert engine.stats["cancelled"] == before + 1
+    assert job.generated < 200
+
+
+def test_newer_request_replaces_a_waiting_one(tiny_dirs: dict[str, Path]) -> None:
+    engine = make_engine(tiny_dirs["llava"], slots=1, prefix_slots=0)
+    try:
+        p = engine.model.prompt(messages("describe the picture", image(8)))
+        busy = engine.job(p, max_tokens=40, sampling=engine.sampling(temperature=0, top_p=1, top_k=0, seed=None),
+                          sink=lambda k, v: None)
+        engine.submit(busy)
+        _wait(lambda: busy.generated >= 1)
+        events: dict[str, list[tuple[str, Any]]] = {"old": [], "new": []}
+        done = threading.Event()
+        old = engine.job(p, max_tokens=4, sampling=engine.sampling(temperature=0, top_p=1, top_k=0, seed=None),
+                         sink=lambda k, v: events["old"].append((k, v)), replace_key="cam1")
+
+        def new_sink(k: str, v: Any) -> None:
+            events["new"].append((k, v))
+            if k in ("done", "error"):
+                done.set()
+
+        new = engine.job(p, max_tokens=4, sampling=engine.sampling(temperature=0, top_p=1, top_k=0, seed=None),
+                         sink=new_sink, replace_key="cam1")
+        engine.submit(old)
+        engine.submit(new)
+        assert done.wait(20)
+        assert events["new"][-1][0] == "done"
+        kind, err = events["old"][-1]
+        assert kind == "error" and isinstance(err, BackendError) and err.kind == "cancelled"
+        assert "replaced" in str(err)
+        assert old.generated == 0
+    finally:
+        engine.close()
+
+
+def test_prefix_reuse_gives_the_same_answer_and_skips_the_image(tiny_dirs: dict[str, Path],
+                                                                engines: dict[str, Any]) -> None:
+    for family in ("llava", "gemma3"):
+        plain = engines[family]
+        cached = make_engine(tiny_dirs[family], prefix_slots=2)
+        try:
+            img = image(9)
+            first = cached.model.prompt(messages("describe the picture", img, system="you watch a camera"))
+            second = cached.model.prompt(messages("is there a dog? answer in a few words", img,
+                                                  system="you watch a camera"))
+            ref = [run_jobs(plain, [p], 16)[0].tokens for p in (first, second)]
+            a = run_jobs(cached, [first], 16)[0]
+            vision, tokens = cached.stats["vision_images"], cached.stats["prefill_tokens"]
+            b = run_jobs(cached, [second], 16)[0]
+            assert [a.tokens, b.tokens] == ref
+            assert cached.prefix.hits == 1
+            assert cached.stats["vision_images"] == vision == 1  # the image was encoded once
+            reused = first.spans[0].end
+            assert cached.stats["prefill_tokens"] - tokens == len(second.ids) - reused
+        finally:
+            cached.close()
+
+
+def test_prefix_never_matches_partway_through_an_image(tiny_dirs: dict[str, Path]) -> None:
+    engine = make_engine(tiny_dirs["llava"], prefix_slots=2)
+    try:
+        a = engine.model.prompt(messages("describe the picture", image(10)))
+        b = engine.model.prompt(messages("describe the picture", image(11)))  # same ids, other pixels
+        assert a.ids == b.ids
+        run_jobs(engine, [a], 4)
+        run_jobs(engine, [b], 4)
+        assert engine.prefix.hits == 0
+        assert a.clamp(a.spans[0].start + 3) == a.spans[0].start
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("family", ["llava", "gemma3"])
+def test_choices_agree_with_full_forward_logits(family: str, engines: dict[str, Any],
+                                                references: dict[str, Any]) -> None:
+    engine, ref = engines[family], references[family]
+    img = image(12)
+    rules = ["is there smoke?", "is a person lying on the floor?", "is the door open and is it raining outside?"]
+    convs = [messages(f"{r} answer yes or no", img, system="you watch a camera") for r in rules]
+    choices = engine.choice_tokens(["yes", "no"])
+    prompts = [engine.model.prompt(c) for c in convs]
+    result: list[Any] = []
+    done = threading.Event()
+    before = engine.stats["prefill_tokens"]
+    engine.submit(engine.choice_job(prompts, choices, lambda k, v: (result.append((k, v)), done.set())))
+    assert done.wait(20)
+    kind, probs = result[0]
+    assert kind == "done" and len(probs) == 3
+    for conv, row in zip(convs, probs, strict=True):
+        full = ref.last_logits(conv)[choices].softmax(-1)
+        assert torch.allclose(torch.tensor(row), full, atol=1e-4), (row, full)
+    shared = min(len(p.ids) for p in prompts)
+    spent = engine.stats["prefill_tokens"] - before
+    assert spent < sum(len(p.ids) for p in prompts) - shared, "the shared prefix should be prefilled once"
+    assert engine.free_slots == engine.slots
+
+
+def test_stop_string_across_token_boundaries_and_usage(engines: dict[str, Any]) -> None:
+    engine = engines["llava"]
+    prompt = engine.model.prompt(messages("describe the picture", image(13)))
+    (plain,) = run_jobs(engine, [prompt], 24)
+    tok = engine.model.tokenizer
+    pieces = [tok.decode(plain.tokens[: i + 1], skip_special_tokens=True) for i in range(len(plain.tokens))]
+    # a stop string made of the end of one token's text and the start of the next one's
+    k = next(i for i in range(3, len(pieces) - 1) if len(pieces[i]) > len(pieces[i - 1]) + 1
+             and len(pieces[i + 1]) > len(pieces[i]))
+    stop = pieces[k][-2:] + pieces[k + 1][len(pieces[k]):][:2]
+    full = pieces[-1]
+    (job,) = run_jobs(engine, [prompt], 24, stops=(stop,))
+    assert text_of(job) == full[: full.find(stop)]
+    finish, usage, timings = done_of(job)
+    assert finish == "stop"
+    assert usage.prompt_tokens == len(prompt.ids)
+    assert usage.completion_tokens == len(job.tokens) < 24
+    assert 0 < timings.first_token_s <= timings.total_s and timings.prompt_s > 0 and timings.generate_s >= 0
+    finish, usage, _ = done_of(plain)
+    assert finish == "length" and usage.completion_tokens == 24 and text_of(plain) == full
+
+
+def test_streamed_text_is_utf8_safe(engines: dict[str, Any]) -> None:
+    from framelens.plugins.vlm.local.sampling import TextStream
+
+    tok = engines["llava"].model.tokenizer
+    text = "caf\u00e9 na\u00efve \u65e5\u672c \u2603 \U0001f600 text"
+    ids = tok.encode(text, add_special_tokens=False)
+    assert len(ids) > len(text.split())  # some characters span several tokens
+    stream = TextStream(tok, stops=("\u2603 \U0001f600 t",))
+    out = [stream.push(t) for t in ids]
+    assert all("\ufffd" not in piece for piece in out)
+    assert "".join(out) + stream.flush() == "caf\u00e9 na\u00efve \u65e5\u672c "
+    assert stream.stopped
+
+
+def test_seeded_sampling_is_reproducible(engines: dict[str, Any]) -> None:
+    engine = engines["llava"]
+    prompt = engine.model.prompt(messages("describe the picture", image(14)))
+    a = run_jobs(engine, [prompt], 16, temperature=1.5, seed=7)[0].tokens
+    b = run_jobs(engine, [prompt], 16, temperature=1.5, seed=7)[0].tokens
+    c = run_jobs(engine, [prompt], 16, temperature=1.5, seed=8)[0].tokens
+    greedy = run_jobs(engine, [prompt], 16)[0].tokens
+    assert a == b
+    assert a != c or a != greedy
+
+
+def test_top_k_one_is_greedy(engines: dict[str, Any]) -> None:
+    engine = engines["gemma3"]
+    prompt = engine.model.prompt(messages("describe the picture", image(15)))
+    greedy = run_jobs(engine, [prompt], 12)[0].tokens
+    jobs = []
+    for seed in (1, 2):
+        job = engine.job(prompt, max_tokens=12, sampling=engine.sampling(temperature=1.0, top_p=1.0, top_k=1,
+                                                                         seed=seed), sink=lambda k, v: None)
+        jobs.append(job)
+        engine.submit(job)
+    _wait(lambda: all(len(j.tokens) >= 12 or (j.tokens and j.tokens[-1] in engine.model.eos) for j in jobs))
+    assert [j.tokens for j in jobs] == [greedy, greedy]
