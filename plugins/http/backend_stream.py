@@ -39,7 +39,7 @@ async def _emulated(api: ApiState, messages: Sequence[ChatMessage],
     """One chunk from ``chat()``, for backends that cannot stream."""
     result = await api.backend.chat(messages, params)
     yield ChatChunk(text=result.text, finish_reason=result.finish_reason, usage=result.usage,
-                    timings=result.timings, model=result.model)
+                    timings=result.timings, model=result.model, reasoning=result.reasoning)
 
 
 async def _close_generator(chunks: AsyncIterator[ChatChunk]) -> None:

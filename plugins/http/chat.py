@@ -80,12 +80,19 @@ async def chat_completions(request: Request) -> Response:
         "system_fingerprint": None,
         "choices": [{
             "index": 0,
-            "message": {"role": "assistant", "content": result.text, "refusal": None},
+            "message": _message(result),
             "logprobs": None,
             "finish_reason": _finish(result.finish_reason),
         }],
         "usage": _usage(result.usage),
     })
+
+
+def _message(result: ChatResult) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text, "refusal": None}
+    if result.reasoning:
+        message["reasoning_content"] = result.reasoning  # vLLM's and NIM's field name
+    return message
 
 
 def _count(api: ApiState, usage: Usage | None, first_token_s: float | None) -> None:
@@ -123,6 +130,8 @@ async def _events(api: ApiState, request: Request, prepared: Prepared, stream: B
     try:
         yield chunk({"role": "assistant", "content": ""})
         async for piece in stream.chunks():
+            if piece.reasoning:
+                yield chunk({"reasoning_content": piece.reasoning})
             if piece.text:
                 yield chunk({"content": piece.text})
             usage = piece.usage or usage

@@ -4,7 +4,9 @@ So Ollama clients, wasmVision's ``ollama`` processor among them, can use
 framelens as their server. ``images`` entries are raw base64 (a data URI is
 accepted too) or, as a framelens extension, a live source (``stream://main``,
 ``v4l2:///dev/video0``). Streaming is NDJSON, as Ollama's; errors are Ollama's
-``{"error": "..."}`` with the same status codes as the OpenAI endpoints.
+``{"error": "..."}`` with the same status codes as the OpenAI endpoints. The
+model's reasoning comes back as ``thinking``. ``/api/show``, ``/api/ps`` and
+the routes framelens does not serve are in :mod:`.compat_ollama_info`.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from framelens import ChatMessage, ContentPart, GenerationParams, TextPart, Usage, VLMTimings, __version__
 
 from .backend_stream import BackendStream, open_backend_stream
+from .compat_ollama_info import add_ollama_info_routes
 from .convert import check_supported
 from .errors import ApiError
 from .live import is_live_url
@@ -32,7 +35,11 @@ from .state import ApiState, api_state
 
 __all__ = ["OllamaChatRequest", "OllamaGenerateRequest", "add_ollama_routes"]
 
-_MAPPED = {"num_predict": "max_tokens", "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop"}
+_MAPPED = {"num_predict": "max_tokens", "temperature": "temperature", "top_p": "top_p", "seed": "seed", "stop": "stop",
+           "top_k": "top_k", "min_p": "min_p", "repeat_penalty": "repetition_penalty",
+           "presence_penalty": "presence_penalty", "frequency_penalty": "frequency_penalty"}
+_INTS = ("max_tokens", "seed", "top_k")
+_FLOATS = ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty")
 
 
 class _OllamaBase(StrictModel):
@@ -77,41 +84,47 @@ def _now() -> str:
 def _params(api: ApiState, req: _OllamaBase) -> GenerationParams:
     values: dict[str, Any] = {}
     rest: dict[str, Any] = {}
+    extra: dict[str, Any] = {}
     for key, value in (req.options or {}).items():
         if key in _MAPPED and value is not None:
             values[_MAPPED[key]] = value
+        elif key == "num_ctx" and value is not None:
+            extra["num_ctx"] = value
         else:
             rest[key] = value
-    if values.get("max_tokens") is not None and int(values["max_tokens"]) < 0:
+    if values.get("max_tokens") is not None and not isinstance(values["max_tokens"], bool) \
+            and isinstance(values["max_tokens"], (int, float)) and values["max_tokens"] < 0:
         del values["max_tokens"]  # -1/-2: no limit / fill the context
     if "stop" in values:
         values["stop"] = tuple(values["stop"]) if isinstance(values["stop"], list) else (str(values["stop"]),)
-    extra: dict[str, Any] = {}
     if rest:
         extra["options"] = rest
     if req.keep_alive is not None:
         extra["keep_alive"] = req.keep_alive
-    if req.think:
+    if req.think is not None:
         extra["think"] = req.think
     if req.logprobs or req.top_logprobs:
         raise ApiError(400, "logprobs are not supported", param="logprobs")
-    try:
-        max_tokens = int(values["max_tokens"]) if "max_tokens" in values else None
-        temperature = float(values["temperature"]) if "temperature" in values else None
-        top_p = float(values["top_p"]) if "top_p" in values else None
-        seed = int(values["seed"]) if "seed" in values else None
-    except (TypeError, ValueError):
-        raise ApiError(400, "options: num_predict and seed must be integers, temperature and top_p numbers",
-                       param="options") from None
+    for name in _INTS + _FLOATS:
+        if name not in values:
+            continue
+        option = next(k for k, v in _MAPPED.items() if v == name)
+        value = values[name]
+        number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name in _INTS and not (number_ok and float(value).is_integer()):
+            raise ApiError(400, f"options.{option} must be an integer, got {value!r}", param=f"options.{option}")
+        if not number_ok:
+            raise ApiError(400, f"options.{option} must be a number, got {value!r}", param=f"options.{option}")
+        values[name] = int(value) if name in _INTS else float(value)
     params = GenerationParams(
-        model=req.model, max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
-        stop=values.get("stop", ()), json_object=req.format == "json",
+        model=req.model, stop=values.pop("stop", ()), json_object=req.format == "json",
         json_schema=req.format if isinstance(req.format, dict) else None,
-        timeout=api.options.request_timeout, extra=extra,
+        timeout=api.options.request_timeout, extra=extra, **values,
     )
-    names = {"json_object": "format", "json_schema": "format", "max_tokens": "options.num_predict",
-             "temperature": "options.temperature", "top_p": "options.top_p", "seed": "options.seed",
-             "stop": "options.stop"}
+    names = {"json_object": "format", "json_schema": "format", "num_ctx": "options.num_ctx"}
+    names.update({field: f"options.{option}" for option, field in _MAPPED.items()})
+    if rest:
+        names["options"] = "options." + ", options.".join(sorted(rest))
     check_supported(api.backend_name, api.backend, params, names)
     return params
 
@@ -155,22 +168,28 @@ def _final(usage: Usage | None, timings: VLMTimings | None, total_ns: int) -> di
 
 async def _answer(api: ApiState, request: Request, req: _OllamaBase, messages: list[ChatMessage],
                   params: GenerationParams, chat: bool, started: float) -> Response:
-    def piece(text: str) -> dict[str, Any]:
-        return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+    def piece(text: str, thinking: str = "") -> dict[str, Any]:
+        if chat:
+            message = {"role": "assistant", "content": text}
+            return {"message": {**message, "thinking": thinking} if thinking else message}
+        return {"response": text, "thinking": thinking} if thinking else {"response": text}
 
     stream = await open_backend_stream(api, request, messages, params, started)
     if not req.stream:
         try:
             text: list[str] = []
+            thinking: list[str] = []
             last = stream.first
             async for chunk in stream.chunks():
                 text.append(chunk.text)
+                thinking.append(chunk.reasoning)
                 last = chunk
         except Exception as exc:
             raise api.backend_failure(exc, request) from None
         finally:
             await stream.aclose()
-        return json_response({"model": req.model, "created_at": _now(), **piece("".join(text)), "done": True,
+        return json_response({"model": req.model, "created_at": _now(), **piece("".join(text), "".join(thinking)),
+                              "done": True,
                               "done_reason": last.finish_reason or "stop",
                               **_final(last.usage, last.timings, int((time.perf_counter() - started) * 1e9))})
     return StreamingResponse(_ndjson(api, request, req, stream, piece, started), media_type="application/x-ndjson")
@@ -180,8 +199,9 @@ async def _ndjson(api: ApiState, request: Request, req: _OllamaBase, stream: Bac
                   started: float) -> AsyncIterator[bytes]:
     try:
         async for chunk in stream.chunks():
-            if chunk.text:
-                yield _line({"model": req.model, "created_at": _now(), **piece(chunk.text), "done": False})
+            if chunk.text or chunk.reasoning:
+                yield _line({"model": req.model, "created_at": _now(), **piece(chunk.text, chunk.reasoning),
+                             "done": False})
             if chunk.finish_reason is not None:
                 yield _line({"model": req.model, "created_at": _now(), **piece(""), "done": True,
                              "done_reason": chunk.finish_reason,
@@ -281,3 +301,4 @@ def add_ollama_routes(routes: RouteTable) -> None:
                     response_types=("application/json", "application/x-ndjson"))
     routes.register("/api/tags", tags, tags=tags_)
     routes.register("/api/version", version, tags=tags_)
+    add_ollama_info_routes(routes)

@@ -23,7 +23,7 @@ from .routing import RouteTable, json_response, read_json
 from .schema import StrictModel
 from .state import ApiState, api_state
 
-__all__ = ["CreateStream", "add_stream_routes"]
+__all__ = ["CreateStream", "add_page_route", "add_stream_routes"]
 
 
 class CreateStream(StrictModel):
@@ -77,6 +77,11 @@ async def _open(api: ApiState, body: CreateStream) -> tuple[Stream, bool]:
                        param=param, code="invalid_source")
     existing = api.context.streams.find_url(url)
     if existing is not None:
+        if body.id is not None and body.id != existing.id:
+            # One capture per URL: a second id for it would be a second camera handle.
+            raise ApiError(409, f"{url!r} is already open as stream {existing.id!r}; use stream://{existing.id} "
+                           f"(or open it without an id), or close {existing.id!r} first to reopen it as "
+                           f"{body.id!r}", param="id", code="stream_exists")
         return existing, False
     return await api.live.open(url, param=param, id=body.id, description=body.description), True
 
@@ -88,7 +93,10 @@ async def list_streams(request: Request) -> Response:
 
 
 async def create_stream(request: Request) -> Response:
-    """Open a live source and keep it open (201), or return the one already open for that URL (200)."""
+    """Open a live source and keep it open (201), or return the one already open for that URL (200).
+
+    A URL that is already open under another id than the requested ``id`` is a 409 naming it.
+    """
     api = api_state(request)
     stream, created = await _open(api, await read_json(request, CreateStream))
     return json_response(stream_json(stream), 201 if created else 200)
@@ -115,12 +123,26 @@ async def delete_stream(request: Request) -> Response:
 
 
 async def stream_frame(request: Request) -> Response:
-    """The newest frame of a live source as a JPEG."""
+    """The newest frame of a live source as a JPEG.
+
+    A stream whose camera stopped sending answers 503 with the reason, not an
+    old picture; ``?allow_stale=true`` opts in to the last frame anyway, with
+    its age in seconds in the ``X-Frame-Age`` header.
+    """
     api = api_state(request)
     stream = api.live.get(request.path_params["id"])
-    frame = await api.live.newest(stream, None)
+    allow = request.query_params.get("allow_stale", "false").lower()
+    if allow not in ("true", "false", "1", "0"):
+        raise ApiError(400, "allow_stale must be true or false", param="allow_stale", code="invalid_value")
+    headers = {"Cache-Control": "no-store"}
+    last = stream.capture.latest()
+    if allow in ("true", "1") and stream.capture.state != "live" and last is not None:
+        frame = last
+    else:
+        frame = await api.live.newest(stream, None)
+    headers["X-Frame-Age"] = f"{max(0.0, stream.capture.frame_age()):.3f}"
     data = await asyncio.to_thread(encode_jpeg, frame.image, 80)
-    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "no-store"})
+    return Response(data, media_type="image/jpeg", headers=headers)
 
 
 async def jps_add(request: Request) -> Response:
@@ -157,9 +179,14 @@ def add_stream_routes(routes: RouteTable) -> None:
     routes.register("/v1/streams/{id}", get_stream, tags=tags, response_model=StreamOut)
     routes.register("/v1/streams/{id}", delete_stream, methods=["DELETE"], tags=tags,
                     extra_responses={"409": "The stream feeds the pipeline"})
-    routes.register("/v1/streams/{id}/frame.jpg", stream_frame, tags=tags, response_types=("image/jpeg",))
+    routes.register("/v1/streams/{id}/frame.jpg", stream_frame, tags=tags, response_types=("image/jpeg",),
+                    extra_responses={"503": "The stream is lost, ended or stale (no new frame)"})
     routes.register("/api/v1/live-stream", jps_list, tags=("jetson",))
     routes.register("/api/v1/live-stream", jps_add, methods=["POST"], tags=("jetson",), request_model=CreateStream,
                     extra_responses={"422": "The source cannot be opened"})
     routes.register("/api/v1/live-stream/{stream_id}", jps_remove, methods=["DELETE"], tags=("jetson",))
+
+
+def add_page_route(routes: RouteTable) -> None:
+    """The list of streams at ``/``, unless a plugin (the dashboard) serves a page there."""
     routes.register("/", page, public=True, response_types=("text/html",), include_in_schema=True)
