@@ -24,6 +24,14 @@ class LiveCapture:
     ``state: "lost"`` is published and the source is reopened with exponential
     backoff (``backoff`` doubling up to ``max_backoff`` seconds); a successful
     reopen publishes ``state: "connected"``.
+
+    A source that stops delivering while its connection stays open (a frozen
+    encoder, a stopped process, a cable pulled behind a switch) is watched from
+    a second thread: ``state`` reads ``"stale"`` as soon as no frame came for
+    ``stale_after`` seconds, and after ``read_timeout`` seconds the capture is
+    declared ``lost`` (and reconnected once the blocked read returns), whatever
+    the source's own timeouts do. One outage publishes exactly one ``lost``
+    event, however many reopen attempts fail and for whatever reasons.
     """
 
     def __init__(
@@ -34,14 +42,21 @@ class LiveCapture:
         *,
         backoff: float = 0.5,
         max_backoff: float = 10.0,
+        read_timeout: float | None = None,
+        stale_after: float | None = None,
     ) -> None:
         self.source = source
         self.source_id = source_id
         self.events = events
         self.backoff = backoff
         self.max_backoff = max_backoff
+        configured = getattr(getattr(source, "options", None), "read_timeout", None)
+        self.read_timeout = float(read_timeout or configured or 10.0)
+        self.stale_after = stale_after
         self.info = SourceInfo()
-        self.state = "connecting"
+        self._state = "connecting"
+        self.last_frame_at: float | None = None  # time.monotonic() of the newest frame
+        self._opened_at = time.monotonic()
         self.error: str | None = None
         self.captured = 0
         self.dropped = 0
@@ -50,21 +65,55 @@ class LiveCapture:
         self._cond = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._watchdog: threading.Thread | None = None
+
+    @property
+    def state(self) -> str:
+        """``connecting``, ``live``, ``stale`` (live, but no frame for ``stale_after`` s), ``lost`` or ``ended``."""
+        state = self._state
+        if state == "live" and self.source.live and self.frame_age() > self._stale_limit():
+            return "stale"
+        return state
+
+    def _stale_limit(self) -> float:
+        if self.stale_after is not None:
+            return self.stale_after
+        # A few frame intervals, never more than the read timeout.
+        interval = 1.0 / self.info.fps if self.info.fps else 0.2
+        return min(self.read_timeout, max(1.0, 3 * interval))
+
+    def frame_age(self) -> float:
+        """Seconds since the newest frame arrived (since the open while none has)."""
+        since = self.last_frame_at if self.last_frame_at is not None else self._opened_at
+        return time.monotonic() - since
 
     def start(self, *, wait_open: bool = True) -> SourceInfo:
         """Open the source and start capturing. With ``wait_open`` an unopenable source
         raises :class:`SourceError` here instead of retrying in the background."""
+        self._opened_at = time.monotonic()
         if wait_open:
             self.info = self.source.open()
+            self._opened_at = time.monotonic()
             self._set_state("connected")
         self._thread = threading.Thread(
             target=self._run, args=(not wait_open,), name=f"capture-{self.source_id}", daemon=True
         )
         self._thread.start()
+        if self.source.live:
+            self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.source_id}", daemon=True)
+            self._watchdog.start()
         return self.info
 
+    def _watch(self) -> None:
+        """Declare a stalled source lost after ``read_timeout`` while its read is still blocked."""
+        while not self._stop.wait(min(0.1, self.read_timeout / 4)):
+            if self._state == "live" and self.frame_age() > self.read_timeout:
+                reason = f"no frame for {self.read_timeout:g} s (rtsp-read-timeout / stream-read-timeout)"
+                log.warning("%s lost (%s); reconnecting", self.source.describe(), reason)
+                self._set_state("lost", reason)
+
     def _set_state(self, state: str, reason: str | None = None) -> None:
-        self.state = "live" if state == "connected" else state
+        self._state = "live" if state == "connected" else state
         self.error = reason
         payload: dict[str, object] = {"state": state, "url": self.source.describe()}
         if reason:
@@ -83,9 +132,13 @@ class LiveCapture:
                 try:
                     self.info = self.source.open()
                 except SourceError as exc:
-                    if self.state != "lost" or self.error != str(exc):
+                    if self._state != "lost":
                         log.warning("%s: %s; retrying in %.1f s", self.source.describe(), exc, delay)
                         self._set_state("lost", str(exc))
+                    elif self.error != str(exc):
+                        # Same outage, a new reason: no second event.
+                        log.warning("%s: %s; retrying in %.1f s", self.source.describe(), exc, delay)
+                        self.error = str(exc)
                     if not self.source.reconnect or self._stop.wait(delay):
                         self._finish("lost")
                         return
@@ -93,6 +146,8 @@ class LiveCapture:
                     continue
                 needs_open = False
                 delay = self.backoff
+                self.last_frame_at = None
+                self._opened_at = time.monotonic()
                 self._set_state("connected")
             try:
                 image = self.source.read()
@@ -104,14 +159,22 @@ class LiveCapture:
                 if not self.source.reconnect:
                     self._finish("ended", failure)
                     return
-                log.warning("%s lost (%s); reconnecting", self.source.describe(), failure)
-                self._set_state("lost", failure)
+                if self._state != "lost":  # the watchdog may have declared it already
+                    log.warning("%s lost (%s); reconnecting", self.source.describe(), failure)
+                    self._set_state("lost", failure)
                 needs_open = True
                 if self._stop.wait(delay):
                     break
                 continue
+            if self._state == "lost":
+                # The watchdog declared it lost while this read was blocked; a frame
+                # arriving now would be from before the stall: reopen as promised.
+                self.source.close()
+                needs_open = True
+                continue
             frame = Frame(image, index, time.time(), self.source_id)
             index += 1
+            self.last_frame_at = time.monotonic()
             with self._cond:
                 if self._latest is not None and self._latest.index > self._consumed_index:
                     self.dropped += 1
@@ -156,4 +219,6 @@ class LiveCapture:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._watchdog is not None:
+            self._watchdog.join(timeout)
         self.source.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
 import re
 import threading
@@ -56,6 +57,11 @@ class StreamRegistry:
     ``open(url)`` opens a source once and keeps it (asking again for the same
     URL returns the same stream); ``remove(id)`` closes it. Listeners added with
     ``on_change`` hear about every addition and removal.
+
+    Opens of different URLs run in parallel: the registry's lock is held only to
+    look up and record streams, never while a camera is being dialled. Callers
+    that ask for a URL whose open is under way wait for that one open and share
+    its stream (or its error).
     """
 
     def __init__(self, make_source: Callable[[str], Source], events: EventBus) -> None:
@@ -65,6 +71,8 @@ class StreamRegistry:
         self._lock = threading.RLock()
         self._counter = itertools.count(1)
         self._listeners: list[Callable[[str, Stream], None]] = []
+        # url -> (id, the open under way) for opens that have not finished yet
+        self._opening: dict[str, tuple[str, concurrent.futures.Future[Stream]]] = {}
 
     def on_change(self, fn: Callable[[str, Stream], None]) -> None:
         """``fn("added"|"removed", stream)`` after every change."""
@@ -86,23 +94,52 @@ class StreamRegistry:
         with self._lock:
             return next((s for s in self._streams.values() if s.url == url), None)
 
-    def open(self, url: str, *, id: str | None = None, description: str = "", origin: str = "api") -> Stream:
+    def open(self, url: str, *, id: str | None = None, description: str = "", origin: str = "api",
+             connect_url: str | None = None) -> Stream:
         """The stream for ``url``, opening it if needed. Raises :class:`SourceError`
-        or :class:`ConfigError` if it cannot be opened."""
+        or :class:`ConfigError` if it cannot be opened.
+
+        ``connect_url`` is what the source is made from when it differs from the
+        key ``url`` (a request's URL with its host pinned to the checked address).
+        """
         with self._lock:
             existing = self.find_url(url)
             if existing is not None:
                 return existing
-            if id is None:
-                base = _slug(url)
-                id = base if base not in self._streams else f"{base}-{next(self._counter)}"
-            elif id in self._streams:
-                raise ValueError(f"a stream with id {id!r} already exists")
-            source = self._make_source(url)
+            pending = self._opening.get(url)
+            if pending is None:
+                taken = set(self._streams) | {i for i, _ in self._opening.values()}
+                if id is None:
+                    base = _slug(url)
+                    id = base if base not in taken else f"{base}-{next(self._counter)}"
+                elif id in taken:
+                    raise ValueError(f"a stream with id {id!r} already exists")
+                mine: concurrent.futures.Future[Stream] = concurrent.futures.Future()
+                self._opening[url] = (id, mine)
+        if pending is not None:
+            return pending[1].result()
+        assert id is not None
+        try:
+            source = self._make_source(connect_url or url)
             capture = LiveCapture(source, id, self._events)
             capture.start(wait_open=True)
             stream = Stream(id, url, capture, description, origin, time.time())
-            self._streams[id] = stream
+        except BaseException as exc:
+            with self._lock:
+                self._opening.pop(url, None)
+            mine.set_exception(exc)
+            raise
+        with self._lock:
+            self._opening.pop(url, None)
+            duplicate = id in self._streams
+            if not duplicate:
+                self._streams[id] = stream
+        if duplicate:
+            capture.stop()
+            error = ValueError(f"a stream with id {id!r} already exists")
+            mine.set_exception(error)
+            raise error
+        mine.set_result(stream)
         self._notify("added", stream)
         return stream
 

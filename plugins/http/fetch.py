@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 import socket
 import ssl
 from collections.abc import Iterable
@@ -22,20 +23,16 @@ import httpcore
 
 from framelens import __version__
 
+from .egress import host_of, is_public_address
 from .errors import ApiError
 
 __all__ = ["BlockedAddress", "Fetched", "Fetcher", "is_public_address"]
 
+log = logging.getLogger("framelens.http")
+
 
 class BlockedAddress(Exception):
     """A URL resolved to an address that the operator did not allow."""
-
-
-def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    """True for globally routable unicast addresses (not loopback, private, link-local, ...)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 class _GuardedBackend(httpcore.AsyncNetworkBackend):
@@ -58,6 +55,8 @@ class _GuardedBackend(httpcore.AsyncNetworkBackend):
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise httpcore.ConnectError(f"cannot resolve {host}: {exc.strerror}") from None
+        except UnicodeError:
+            raise httpcore.ConnectError(f"{host!r} is not a valid host name") from None
         addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
         if not self._allow_private:
             blocked = [a for a in addresses if not is_public_address(a)]
@@ -110,25 +109,25 @@ class Fetcher:
         try:
             # wait_for, not asyncio.timeout: Jetson images still ship Python 3.10.
             return await asyncio.wait_for(self._get(url, max_bytes, param, what), self.timeout)
-        except (TimeoutError, asyncio.TimeoutError):
-            raise ApiError(400, f"downloading the {what} URL timed out after {self.timeout:g} s: {url}",
-                           param=param, code="invalid_image_url") from None
         except BlockedAddress as exc:
             raise ApiError(403, f"{what} URL refused: {exc} (allow with -c http-allow-private-urls=true)",
                            param=param, code="url_not_allowed") from None
-        except httpcore.TimeoutException:
-            raise ApiError(400, f"downloading the {what} URL timed out: {url}",
-                           param=param, code="invalid_image_url") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
-            raise ApiError(400, f"cannot download the {what} URL {url}: {exc or type(exc).__name__}",
-                           param=param, code="invalid_image_url") from None
+        except (TimeoutError, asyncio.TimeoutError, httpcore.TimeoutException, httpcore.NetworkError,
+                httpcore.ProtocolError, httpcore.UnsupportedProtocol, UnicodeError) as exc:
+            # One answer for refused, unresolvable, silent and garbled servers, so that
+            # the API cannot be used to map a network; the reason is in the server log.
+            log.info("downloading %s %s failed: %s", what, url[:200], exc or type(exc).__name__)
+            raise ApiError(400, f"could not download the {what} URL (no answer in {self.timeout:g} s, refused, "
+                           "or not HTTP); the server log has the reason", param=param,
+                           code=f"invalid_{what}_url") from None
 
     async def _get(self, url: str, max_bytes: int, param: str, what: str) -> Fetched:
         for _ in range(self.max_redirects + 1):
             parts = urlsplit(url)
-            if parts.scheme not in ("http", "https") or not parts.hostname:
-                raise ApiError(400, f"{what} URL must be http(s)://host/...: {url}", param=param,
-                               code="invalid_image_url")
+            if parts.scheme not in ("http", "https"):
+                raise ApiError(400, f"{what} URL must be http(s)://host/...: {url[:200]}", param=param,
+                               code=f"invalid_{what}_url")
+            host_of(parts, param, what)
             headers = [(b"User-Agent", f"framelens/{__version__}".encode()), (b"Accept", b"*/*")]
             async with self._pool.stream("GET", url, headers=headers) as response:
                 status = response.status

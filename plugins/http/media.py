@@ -13,6 +13,7 @@ import asyncio
 import base64
 import binascii
 import os
+import stat
 import struct
 from urllib.parse import unquote, urlsplit
 
@@ -120,7 +121,12 @@ class MediaResolver:
             fetched = await self.fetcher.get(url, max_bytes=max_bytes, param=param, what=what)
             return fetched.content_type, fetched.data
         if scheme == "file":
-            return "", await asyncio.to_thread(self._read_file, url, param, what, max_bytes)
+            try:
+                return "", await asyncio.wait_for(asyncio.to_thread(self._read_file, url, param, what, max_bytes),
+                                                  self.options.fetch_timeout)
+            except (TimeoutError, asyncio.TimeoutError):
+                raise ApiError(400, f"reading the {what} file took more than {self.options.fetch_timeout:g} s "
+                               "(-c http-fetch-timeout)", param=param, code=f"invalid_{what}_url") from None
         raise ApiError(400, f"unsupported {what} URL {url[:80]!r}: use data:, http(s)://, file://, "
                        "v4l2://, csi://, rtsp:// or stream://ID", param=param, code=f"invalid_{what}_url")
 
@@ -134,12 +140,20 @@ class MediaResolver:
             raise ApiError(403, f"{path} is outside the allowed directories ({', '.join(dirs)})", param=param,
                            code="url_not_allowed")
         try:
-            size = os.path.getsize(path)
-            if size > max_bytes:
+            # O_NONBLOCK: opening a FIFO would otherwise wait for a writer for ever.
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            with os.fdopen(fd, "rb") as f:
+                info = os.fstat(f.fileno())
+                if not stat.S_ISREG(info.st_mode):
+                    raise ApiError(400, f"{path} is not a regular file", param=param, code=f"invalid_{what}_url")
+                if info.st_size > max_bytes:
+                    raise ApiError(413, f"the {what} is larger than {max_bytes} bytes", param=param,
+                                   code=f"{what}_too_large")
+                data = f.read(max_bytes + 1)
+            if len(data) > max_bytes:  # it grew since fstat
                 raise ApiError(413, f"the {what} is larger than {max_bytes} bytes", param=param,
                                code=f"{what}_too_large")
-            with open(path, "rb") as f:
-                return f.read(max_bytes + 1)
+            return data
         except OSError as exc:
             raise ApiError(400, f"cannot read {path}: {exc.strerror}", param=param,
                            code=f"invalid_{what}_url") from None

@@ -43,7 +43,8 @@ class HttpOptions(Options):
     fetch_timeout: float = Field(10.0, gt=0, description="Seconds to download an http(s) image or video URL")
     max_redirects: int = Field(3, ge=0, le=20, description="Redirects followed when downloading a URL")
     allow_private_urls: bool = Field(
-        False, description="Allow image/video URLs on loopback, private and link-local addresses (SSRF risk)"
+        False, description="Allow image, video and live-source URLs (http, rtsp, rtsps) on loopback, private and"
+        " link-local addresses (SSRF risk)"
     )
     allowed_file_dirs: CommaList = Field(
         default_factory=list, description="Directories that file:// URLs may read from; empty = file:// refused"
@@ -52,3 +53,9 @@ class HttpOptions(Options):
         True, description="Let requests open live sources (v4l2://, csi://, rtsp://); false = only stream://ID"
     )
     first_frame_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a new live source's first frame")
+    open_timeout: float = Field(10.0, gt=0, le=300, description="Seconds a request may spend opening a live source"
+                                " (any scheme) before it gets the uniform 422")
+    max_opens: int = Field(8, ge=1, le=256, description="Live-source opens running at once for all clients; more"
+                           " get 429 with Retry-After")
+    max_opens_per_client: int = Field(2, ge=1, le=256, description="Live-source opens running at once for one"
+                                      " client address; more get 429 with Retry-After")
