@@ -8,6 +8,11 @@ rules cost one image prefill and a few tokens each.
 a tiny token budget. The image and the system prompt come first and are the
 same in every request, so servers with prefix caching (llama.cpp, vLLM,
 Ollama) reuse the image's prefill across the rules.
+
+*Choices* (backends whose ``supports`` has ``choices``, such as ``local``): the
+per-rule conversations go to :meth:`~framelens.VLMBackend.choose` in one call,
+which scores ``yes`` against ``no`` without generating; the engine prefills the
+image once, and the answer carries the probability.
 """
 
 from __future__ import annotations
@@ -125,10 +130,13 @@ class Evaluator:
         self.timeout = timeout
         self.system_prompt = system_prompt
         self.can_batch = "json_schema" in backend.supports
+        self.can_choose = "choices" in backend.supports
 
-    def mode_for(self, n_rules: int) -> Literal["batch", "per-rule"]:
+    def mode_for(self, n_rules: int) -> Literal["batch", "per-rule", "choices"]:
         if self.mode == "batch":
             return "batch"
+        if self.mode == "auto" and self.can_choose:
+            return "choices"
         if self.mode == "auto" and self.can_batch and n_rules > 1:
             return "batch"
         return "per-rule"
@@ -144,7 +152,21 @@ class Evaluator:
         started = time.monotonic()
         if mode == "batch":
             return await self._batch(image, rules, started)
+        if mode == "choices":
+            return await self._choices(image, rules, started)
         return await self._per_rule(image, rules, started)
+
+    async def _choices(self, image: ImagePart, rules: Sequence[AlertRule], started: float) -> Evaluation:
+        system = ChatMessage("system", self.system_prompt or YES_NO_SYSTEM_PROMPT)
+        conversations = [[system, ChatMessage("user", (image, TextPart(f"{r.prompt}\nAnswer yes or no.")))]
+                         for r in rules]
+        try:
+            scored = await self.backend.choose(conversations, ("yes", "no"), self._params(1))
+        except (BackendError, OSError, TimeoutError) as exc:
+            return Evaluation.failure(rules, exc, time.monotonic() - started, "choices")
+        answers = {r.id: RuleAnswer(c.choice == "yes", f"{c.choice} (p={c.probability:.3f})")
+                   for r, c in zip(rules, scored, strict=True)}
+        return Evaluation(answers, time.monotonic() - started, "choices", requests=1)
 
     async def _batch(self, image: ImagePart, rules: Sequence[AlertRule], started: float) -> Evaluation:
         questions = "\n".join(f"- {r.id}: {r.prompt}" for r in rules)

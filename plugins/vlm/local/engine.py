@@ -81,11 +81,11 @@ class Job:
 
 @dataclass(eq=False)
 class ChoiceJob:
-    """Score ``choices`` (token ids, one per choice) after each prompt; the sink gets ``("done", [probs...])``
-    with one list of probabilities (in choice order, summing to 1) per prompt."""
+    """Score choices after each prompt: ``choice_ids[c]`` are the tokens that start choice ``c``. The sink gets
+    ``("done", [probs...])``: per prompt, the probabilities of the choices (in order, summing to 1)."""
 
     prompts: list[Prompt]
-    choice_ids: list[int]
+    choice_ids: list[list[int]]
     sink: Sink
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
@@ -414,7 +414,7 @@ class Engine:
         except BackendError as exc:
             job.sink("error", exc)
 
-    def choose(self, prompts: Sequence[Prompt], choice_ids: Sequence[int]) -> list[list[float]]:
+    def choose(self, prompts: Sequence[Prompt], choice_ids: Sequence[Sequence[int]]) -> list[list[float]]:
         """Probabilities of each choice token after each prompt (runs on the engine thread)."""
         first = prompts[0]
         shared = min(len(p.ids) for p in prompts) - 1
@@ -445,8 +445,9 @@ class Engine:
                 for s in slots[1:]:
                     self.pool.copy(base, s, shared)
                 logits = self.prefill([(p, s, shared, len(p.ids)) for p, s in zip(group, slots, strict=True)])
-                probs = logits[:, list(choice_ids)].softmax(-1)
-                out.extend(probs.tolist())
+                vocab = logits.softmax(-1)
+                mass = torch.stack([vocab[:, list(ids)].sum(-1) for ids in choice_ids], dim=-1)
+                out.extend((mass / mass.sum(-1, keepdim=True)).tolist())
                 for s in slots[1:]:
                     self.free.append(s)
                 taken[1:] = []
@@ -469,21 +470,28 @@ class EngineAPI(Engine):
             stops: tuple[str, ...] = (), replace_key: str | None = None) -> Job:
         return Job(prompt, max_tokens, sampling, sink, stops, replace_key)
 
-    def choice_job(self, prompts: list[Prompt], choice_ids: list[int], sink: Sink) -> ChoiceJob:
+    def choice_job(self, prompts: list[Prompt], choice_ids: list[list[int]], sink: Sink) -> ChoiceJob:
         return ChoiceJob(prompts, choice_ids, sink)
 
-    def choice_tokens(self, choices: Sequence[str]) -> list[int]:
-        """The first token of each choice; they must differ."""
-        ids = []
+    def choice_tokens(self, choices: Sequence[str]) -> list[list[int]]:
+        """The first tokens that start each choice (``yes``, ``Yes``, `` yes``...); no two choices may share one."""
+        out: list[list[int]] = []
         for c in choices:
-            tokens = self.model.tokenizer.encode(c, add_special_tokens=False)
-            if not tokens:
+            ids: list[int] = []
+            for variant in dict.fromkeys((c, c.capitalize(), c.lower(), " " + c, " " + c.capitalize())):
+                tokens = self.model.tokenizer.encode(variant, add_special_tokens=False)
+                if tokens and int(tokens[0]) not in ids and self.model.tokenizer.decode(tokens[:1]).strip():
+                    ids.append(int(tokens[0]))
+            if not ids:
                 raise BackendError(f"choice {c!r} has no tokens", kind="bad_request", status=400)
-            ids.append(int(tokens[0]))
-        if len(set(ids)) != len(ids):
-            raise BackendError(f"choices {list(choices)} start with the same token; use answers that differ in "
-                               "their first word", kind="bad_request", status=400)
-        return ids
+            out.append(ids)
+        seen: set[int] = set()
+        for c, ids in zip(choices, out, strict=True):
+            if seen & set(ids):
+                raise BackendError(f"choices {list(choices)} start with the same token ({c!r}); use answers that "
+                                   "differ in their first word", kind="bad_request", status=400)
+            seen.update(ids)
+        return out
 
     def describe(self) -> str:
         m = self.model

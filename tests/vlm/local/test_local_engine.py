@@ -143,6 +143,7 @@ def test_choices_agree_with_full_forward_logits(family: str, engines: dict[str, 
     rules = ["is there smoke?", "is a person lying on the floor?", "is the door open and is it raining outside?"]
     convs = [messages(f"{r} answer yes or no", img, system="you watch a camera") for r in rules]
     choices = engine.choice_tokens(["yes", "no"])
+    assert all(choices) and not set(choices[0]) & set(choices[1])
     prompts = [engine.model.prompt(c) for c in convs]
     result: list[Any] = []
     done = threading.Event()
@@ -152,7 +153,9 @@ def test_choices_agree_with_full_forward_logits(family: str, engines: dict[str, 
     kind, probs = result[0]
     assert kind == "done" and len(probs) == 3
     for conv, row in zip(convs, probs, strict=True):
-        full = ref.last_logits(conv)[choices].softmax(-1)
+        vocab = ref.last_logits(conv).softmax(-1)
+        mass = torch.stack([vocab[ids].sum() for ids in choices])
+        full = mass / mass.sum()
         assert torch.allclose(torch.tensor(row), full, atol=1e-4), (row, full)
     shared = min(len(p.ids) for p in prompts)
     spent = engine.stats["prefill_tokens"] - before
