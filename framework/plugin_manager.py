@@ -43,7 +43,7 @@ SELF_DIST = "framelens"
 # an installed framelens finds the same modules through its entry points.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"framelens.plugins.{name}")
-    for name in ("sources", "outputs", "rtsp", "overlays", "vision", "vlm", "http", "alerts")
+    for name in ("sources", "outputs", "rtsp", "overlays", "vision", "vlm", "http", "alerts", "mqtt")
 )
 
 _HOOK_FOR_KIND = {
