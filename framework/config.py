@@ -106,6 +106,8 @@ class RunConfig:
             spaces.setdefault(source_spec.name, []).append(source_spec.options)
         for spec in registry.all("backend"):
             spaces.setdefault(spec.name, []).append(spec.options)
+        for extra in registry.plugin_options.values():
+            spaces.setdefault(extra.namespace, []).append(extra.options)
         return spaces
 
     def validate_stage(self, spec: ComponentSpec, stage: StageConfig) -> ValidatedStage:

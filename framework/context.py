@@ -110,6 +110,18 @@ class Context:
         """Raw ``-c NAMESPACE-key=value`` settings for ``namespace`` (unvalidated)."""
         return dict(self._namespaces.get(namespace, {}))
 
+    def plugin_options(self, namespace: str) -> Any:
+        """The validated options a route-only plugin declared with ``register_plugin_options``.
+
+        Built from the run's ``-c NAMESPACE-...`` settings (defaults where none are given).
+        Raises :class:`ConfigError` naming the setting when a value is invalid, and
+        :class:`KeyError` when no plugin declared ``namespace``.
+        """
+        spec = self.registry.plugin_options[namespace]
+        declared = {option_key(f) for f in spec.options.model_fields}
+        raw = {k: v for k, v in self.namespace_options(namespace).items() if k in declared}
+        return parse_options(spec.options, raw, namespace=namespace)
+
     # -- backends --------------------------------------------------------------------------
 
     def share_backend(self, name: str, backend: VLMBackend) -> None:

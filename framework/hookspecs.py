@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         CommandRegister,
         RegisterBackend,
         RegisterOutput,
+        RegisterPluginOptions,
         RegisterProcessor,
         RegisterService,
         RegisterSource,
@@ -137,6 +138,25 @@ def register_services(register: RegisterService) -> None:
 
     ``factory(options, context[, id=]) -> Service``. Services are enabled with
     ``-p NAME`` like processors, but receive no frames. Return value: ignored.
+    """
+
+
+@hookspec
+def register_plugin_options(register: RegisterPluginOptions) -> None:
+    """Declare the ``-c NAMESPACE-key=value`` options of a plugin without components.
+
+    :param register: call ``register(namespace, options, help=...)``; ``options`` is a
+        :class:`~framelens.Options` subclass.
+
+    A route-only plugin (one that registers no processor, source, output, backend or
+    service, such as ``dashboard``) takes part in every run that serves HTTP, so it
+    has no ``-p`` stage whose namespace could carry its settings. This hook gives it
+    one: ``-c dashboard-enabled=false`` is then accepted, validated before anything
+    starts (a bad value stops the run with exit status 2), and readable as
+    :meth:`Context.plugin_options("dashboard") <framelens.Context.plugin_options>`.
+    A namespace that another plugin or a component already uses is reported and
+    ignored. The core gives the options no meaning; the plugin reads them (in
+    ``register_routes``, say) and acts on them. Return value: ignored.
     """
 
 

@@ -43,7 +43,7 @@ SELF_DIST = "framelens"
 # an installed framelens finds the same modules through its entry points.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = tuple(
     (name, f"framelens.plugins.{name}")
-    for name in ("sources", "outputs", "rtsp", "overlays", "vision", "vlm", "http", "alerts", "mqtt")
+    for name in ("sources", "outputs", "rtsp", "overlays", "vision", "vlm", "http", "alerts", "dashboard", "mqtt")
 )
 
 _HOOK_FOR_KIND = {
@@ -151,6 +151,10 @@ class PluginManager:
                 register = registry.register_fn(kind, impl.plugin_name, dists.get(impl.plugin_name))
                 kwargs: dict[str, Any] = {"register": register}
                 impl.function(**{a: kwargs[a] for a in impl.argnames})
+        # After the components, so a namespace that clashes with a component name is reported.
+        for impl in self.pm.hook.register_plugin_options.get_hookimpls():
+            register_options = registry.plugin_options_fn(impl.plugin_name, dists.get(impl.plugin_name))
+            impl.function(**{a: {"register": register_options}[a] for a in impl.argnames})
         registry.problems[:0] = self.problems
         return registry
 

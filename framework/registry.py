@@ -23,9 +23,11 @@ __all__ = [
     "KINDS",
     "CommandRegister",
     "ComponentSpec",
+    "PluginOptionsSpec",
     "RegisterBackend",
     "RegisterFn",
     "RegisterOutput",
+    "RegisterPluginOptions",
     "RegisterProcessor",
     "RegisterService",
     "RegisterSource",
@@ -93,6 +95,12 @@ class RegisterService(Protocol):
                  help: str = "") -> None: ...
 
 
+class RegisterPluginOptions(Protocol):
+    """The ``register`` callable of ``register_plugin_options``: ``register(namespace, options, help=...)``."""
+
+    def __call__(self, namespace: str, options: type[Options], *, help: str = "") -> None: ...
+
+
 class CommandRegister(Protocol):
     """The ``cli`` object handed to ``register_commands``: argparse's sub-parsers, guarded.
 
@@ -132,12 +140,45 @@ class ComponentSpec:
         return self.factory(*args)
 
 
+@dataclass(frozen=True)
+class PluginOptionsSpec:
+    """The ``-c NAMESPACE-key=value`` options of a plugin that has no component of its own."""
+
+    namespace: str
+    options: type[Options]
+    help: str
+    plugin: str
+    distribution: str | None = None
+
+
 class Registry:
-    """Every component the loaded plugins registered, by kind and name."""
+    """Every component the loaded plugins registered, by kind and name.
+
+    ``plugin_options`` holds the option namespaces that route-only plugins declared
+    with ``register_plugin_options`` (namespace -> spec); they are not components.
+    """
 
     def __init__(self) -> None:
         self._specs: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
         self.problems: list[str] = []
+        self.plugin_options: dict[str, PluginOptionsSpec] = {}
+
+    def plugin_options_fn(self, plugin: str, distribution: str | None) -> RegisterPluginOptions:
+        """The ``register`` callable handed to ``plugin``'s ``register_plugin_options`` hook."""
+        def register(namespace: str, options: type[Options], *, help: str = "") -> None:
+            if not _NAME.match(namespace):
+                raise PluginError(f"plugin {plugin!r} registered an invalid option namespace {namespace!r}")
+            if not (isinstance(options, type) and issubclass(options, Options)):
+                raise PluginError(f"options {namespace!r} from {plugin!r}: must subclass framelens.Options")
+            taken = self.plugin_options.get(namespace)
+            clash = taken.plugin if taken else next((s.plugin for s in self.all() if s.name == namespace), None)
+            if clash is not None:
+                self.problems.append(f"option namespace {namespace!r} of {plugin} is already taken by {clash};"
+                                     f" the first one is used")
+                return
+            self.plugin_options[namespace] = PluginOptionsSpec(namespace, options, help, plugin, distribution)
+
+        return register
 
     def register_fn(self, kind: str, plugin: str, distribution: str | None) -> RegisterFn:
         def register(

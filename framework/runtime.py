@@ -106,6 +106,8 @@ class Runtime:
         self.context = Context(registry, namespaces=cfg.settings, plugins=self.plugins,
                                default_backend=self.setting("backend"))
         ctx = self.context
+        for namespace in registry.plugin_options:
+            ctx.plugin_options(namespace)  # a bad -c value stops the run here, before anything starts
         ctx.enabled_plugins.update(spec.plugin for spec, _ in validated_stages)
         ctx.enabled_plugins.update(v.spec.plugin for v in outputs)
         if self.source_spec is not None:

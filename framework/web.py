@@ -29,14 +29,20 @@ from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from .sessions import SESSION_COOKIE, Sessions, cookie_value, sessions_of
+
 __all__ = [
+    "SESSION_COOKIE",
     "ApiError",
     "RouteRegister",
+    "Sessions",
+    "cookie_value",
     "error_body",
     "error_type_for",
     "json_response",
     "parse_retry_after",
     "read_json",
+    "sessions_of",
     "validation_error",
 ]
 

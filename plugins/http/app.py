@@ -16,6 +16,7 @@ from starlette.routing import Match, Route
 from starlette.types import ASGIApp
 
 from framelens import Context, RouteRegister, __version__, call_register_routes
+from framelens.web import sessions_of
 
 from .chat import add_chat_routes
 from .compat_infer import add_infer_routes
@@ -34,7 +35,7 @@ from .options import HttpOptions
 from .responses import add_responses_routes
 from .routing import RouteTable, json_response
 from .state import ApiState
-from .streams_api import add_stream_routes
+from .streams_api import add_page_route, add_stream_routes
 from .video import VideoSampler
 
 __all__ = ["api_key", "build_app", "build_state"]
@@ -127,6 +128,9 @@ def build_app(state: ApiState) -> ASGIApp:
         return register
 
     call_register_routes(routes.register, state.context, dormant=dormant_register)
+    # A plugin's page (the dashboard) takes "/"; the built-in list of streams is the fallback.
+    if not any(r.path == "/" and "GET" in (r.methods or ()) for r in routes.routes):
+        add_page_route(routes)
     key = api_key(state.options)
     document: dict[str, Any] = {}
 
@@ -144,7 +148,7 @@ def build_app(state: ApiState) -> ASGIApp:
     starlette.state.dormant = dormant
     app: ASGIApp = Gateway(starlette, metrics=state.metrics, api_key=key,
                            public_paths=routes.public_paths(),
-                           max_body_bytes=state.options.max_body_bytes)
+                           max_body_bytes=state.options.max_body_bytes, sessions=sessions_of(state.context))
     origins = list(state.options.cors_origins)
     if origins:
         app = CORSMiddleware(app, allow_origins=origins, allow_methods=["*"], allow_headers=["*"],

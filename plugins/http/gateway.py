@@ -16,6 +16,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from framelens.web import Sessions, cookie_value
+
 from .errors import ApiError
 from .metrics import HttpMetrics
 from .opens import CLIENT
@@ -66,8 +68,10 @@ class Gateway:
     """Wraps the application: every request gets an id, an auth check, a body cap and metrics."""
 
     def __init__(self, app: ASGIApp, *, metrics: HttpMetrics, api_key: str | None, public_paths: frozenset[str],
-                 max_body_bytes: int) -> None:
+                 max_body_bytes: int, sessions: Sessions | None = None) -> None:
         self.app = app
+        # Browser sessions (framelens.web.Sessions) stand in for the key: EventSource and <img> send no header.
+        self.sessions = sessions
         self.metrics = metrics
         self.api_key = api_key.encode() if api_key else None
         self.public_paths = public_paths
@@ -123,6 +127,9 @@ class Gateway:
             return None
         auth = headers.get(b"authorization", b"")
         scheme, _, token = auth.partition(b" ")
+        if not auth and self.sessions is not None and self.sessions.valid(
+                cookie_value(headers.get(b"cookie", b"").decode("latin-1"))):
+            return None
         if not auth:
             return ApiError(401, "missing API key: send 'Authorization: Bearer KEY'", code="invalid_api_key",
                             headers={"WWW-Authenticate": "Bearer"})
