@@ -340,8 +340,7 @@ def run_pipeline(argv: Sequence[str]) -> tuple[dict[str, Any], CollectingOutput,
     from .cli import build_parser, config_from_args
 
     output = CollectingOutput()
-    parser, _ = build_parser(plugin_commands=False)
-    args = parser.parse_args(["run", *argv])
+    args = build_parser(plugin_commands=False).parse_args(["run", *argv])
     if "collect" not in args.output:
         args.output = [*args.output, "collect"]
     with plugin_registered(_CollectPlugin(output), "framelens-testing-collect"):

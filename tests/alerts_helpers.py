@@ -17,7 +17,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -27,25 +27,13 @@ import pytest
 from paho.mqtt.client import Client, MQTTMessage
 from paho.mqtt.enums import CallbackAPIVersion
 
-from framelens import (
-    BackendError,
-    ChatChunk,
-    ChatMessage,
-    ChatResult,
-    GenerationParams,
-    ImagePart,
-    ModelInfo,
-    RegisterFn,
-    VLMBackend,
-    decode_image,
-    hookimpl,
-)
+from framelens import BackendError, decode_image
 from framelens.plugins.sources.testpattern import read_code
+from framelens.testing import FakeBackend, FakeRequest
 
 __all__ = [
     "MqttListener",
     "Script",
-    "ScriptedPlugin",
     "ScriptedVLM",
     "WebhookReceiver",
     "frame_of",
@@ -69,11 +57,13 @@ def answer_for(prompt: str, script: dict[str, Script], index: int) -> Any:
     return "I do not know that question"
 
 
-class ScriptedVLM(VLMBackend):
-    """A VLM backend that answers each rule from ``script`` (prompt substring -> fn(frame index)).
+class ScriptedVLM(FakeBackend):
+    """A :class:`FakeBackend` that answers each rule from ``script`` (prompt substring -> fn(frame index)).
 
     ``down(index)`` true makes a request fail as if the server were unreachable;
     ``gate`` (an async callable) is awaited before answering, to hold requests.
+    ``seen`` lists the frame numbers asked about, ``modes`` batch or per-rule per request.
+    Register it with ``framelens.testing.backend_registered("scripted", vlm)``.
     """
 
     name = "scripted"
@@ -81,15 +71,16 @@ class ScriptedVLM(VLMBackend):
     def __init__(self, script: dict[str, Script], *, schema: bool = True,
                  down: Callable[[int], bool] = lambda i: False,
                  gate: Callable[[], Any] | None = None) -> None:
+        supports = {"images", "max_tokens", "temperature"} | ({"json_schema"} if schema else set())
+        super().__init__(self._answer, models=["scripted"], supports=supports)
         self.script = script
-        self.supports = frozenset({"images", "max_tokens", "temperature"} | ({"json_schema"} if schema else set()))
         self.down = down
         self.gate = gate
         self.seen: list[int] = []
         self.modes: list[str] = []
 
-    async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> ChatResult:
-        image = next(p for m in messages for p in m.parts() if isinstance(p, ImagePart))
+    async def _answer(self, request: FakeRequest) -> str:
+        image = request.images()[0]
         assert image.data is not None
         index = frame_of(decode_image(image.data))
         self.seen.append(index)
@@ -98,35 +89,17 @@ class ScriptedVLM(VLMBackend):
         if self.down(index):
             raise BackendError("cannot reach the scripted VLM at http://127.0.0.1:9/ (connection refused)",
                                kind="unreachable")
-        if params.json_schema is not None:
+        if request.params.json_schema is not None:
             self.modes.append("batch")
-            props = params.json_schema["properties"]
+            props = request.params.json_schema["properties"]
             answers = {}
             for rule_id, prop in props.items():
                 value = answer_for(prop["description"], self.script, index)
                 answers[rule_id] = value if isinstance(value, bool) else str(value)
-            return ChatResult(json.dumps(answers))
+            return json.dumps(answers)
         self.modes.append("per-rule")
-        value = answer_for(messages[-1].text(), self.script, index)
-        return ChatResult(("yes" if value else "no") if isinstance(value, bool) else str(value))
-
-    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[ChatChunk]:
-        result = await self.chat(messages, params)
-        yield ChatChunk(result.text, finish_reason="stop")
-
-    async def models(self) -> list[ModelInfo]:
-        return [ModelInfo("scripted")]
-
-
-class ScriptedPlugin:
-    """Registers ``backend`` as the ``scripted`` VLM backend (use with ``plugin_registered``)."""
-
-    def __init__(self, backend: VLMBackend) -> None:
-        self.backend = backend
-
-    @hookimpl
-    def register_backends(self, register: RegisterFn) -> None:
-        register("scripted", lambda options, context: self.backend, help="scripted test VLM")
+        value = answer_for(request.messages[-1].text(), self.script, index)
+        return ("yes" if value else "no") if isinstance(value, bool) else str(value)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float = 10.0, step: float = 0.02) -> bool:

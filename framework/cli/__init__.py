@@ -32,8 +32,12 @@ from .run import add_pipeline_arguments, config_from_args
 __all__ = ["CORE_COMMANDS", "add_pipeline_arguments", "build_parser", "config_from_args", "main"]
 
 
-def build_parser(*, plugin_commands: bool = True) -> tuple[argparse.ArgumentParser, CommandTable]:
+def build_parser(*, plugin_commands: bool = True) -> argparse.ArgumentParser:
     """The parser with the core commands and, if ``plugin_commands``, those plugins add."""
+    return _build(plugin_commands)[0]
+
+
+def _build(plugin_commands: bool) -> tuple[argparse.ArgumentParser, CommandTable]:
     parser = argparse.ArgumentParser(
         prog="framelens",
         description="Frame-processor framework for live video and vision-language models.",
@@ -74,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The core commands need no plugin commands, so `framelens version` loads no plugins;
     # `framelens list` reports refused plugin commands itself.
     first = next((a for a in args_list if not a.startswith("-")), None)
-    parser, table = build_parser(plugin_commands=first not in CORE_COMMANDS)
+    parser, table = _build(plugin_commands=first not in CORE_COMMANDS)
     for problem in table.problems:
         print(f"framelens: warning: {problem}", file=sys.stderr)
     args = parser.parse_args(args_list)

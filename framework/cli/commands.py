@@ -62,8 +62,8 @@ def collect_commands(manager: PluginManager, sub: Any | None = None) -> CommandT
     if sub is None:
         sub = argparse.ArgumentParser(prog="framelens").add_subparsers()
     table = CommandTable()
-    # pluggy lists the last registered first; the first plugin to add a name keeps it.
-    for impl in reversed(manager.pm.hook.register_commands.get_hookimpls()):
+    # get_hookimpls() is in registration order: the first plugin loaded that adds a name keeps it.
+    for impl in manager.pm.hook.register_commands.get_hookimpls():
         cli = GuardedCommands(sub, impl.plugin_name, table)
         try:
             impl.function(**{a: cli for a in impl.argnames})

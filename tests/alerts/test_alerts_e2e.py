@@ -18,7 +18,6 @@ import pytest
 from alerts_helpers import (
     Broker,
     MqttListener,
-    ScriptedPlugin,
     ScriptedVLM,
     WebhookReceiver,
     async_gate,
@@ -32,7 +31,7 @@ from framelens import Event, EventBus, Frame, Processor, RegisterFn, decode_imag
 from framelens.plugins.alerts.mqtt import MqttNotifier, parse_mqtt_url
 from framelens.plugins.alerts.processor import AlertsProcessor
 from framelens.plugins.alerts.status import AlertStatus
-from framelens.testing import plugin_registered, run_pipeline
+from framelens.testing import backend_registered, plugin_registered, run_pipeline
 
 FPS = "50"
 
@@ -44,7 +43,7 @@ def run_alerts(backend: ScriptedVLM, *args: str, frames: int = 200, events: Path
             "-c", "alerts-backend=scripted", "-c", "alerts-interval=0", *args]
     if events is not None:
         argv += ["--events", str(events)]
-    with plugin_registered(ScriptedPlugin(backend), "test-scripted-vlm"):
+    with backend_registered("scripted", backend):
         if extra_plugin is not None:
             with plugin_registered(extra_plugin, "test-extra"):
                 report, output, runtime = run_pipeline(argv)
@@ -336,7 +335,7 @@ def test_rules_from_a_deployment_file(tmp_path: Path) -> None:
         "outputs: [none]\n"
         "options: {testpattern-fps: 50, testpattern-width: 320, testpattern-height: 240}\n")
     backend = ScriptedVLM({"smoke": lambda i: i >= 5, "door": lambda i: False})
-    with plugin_registered(ScriptedPlugin(backend), "test-scripted-vlm"):
+    with backend_registered("scripted", backend):
         report, _, runtime = run_pipeline(["-f", str(deployment), "--max-frames", "40"])
     proc = runtime.stages[0].processor
     assert isinstance(proc, AlertsProcessor) and report["frames"] == 40

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,11 @@ from framelens import (
     AsyncRunner,
     BackendError,
     Caption,
-    ChatChunk,
-    ChatMessage,
-    ChatResult,
     ConfigError,
     Event,
     EventBus,
     Frame,
-    GenerationParams,
     ImagePart,
-    ModelInfo,
-    VLMBackend,
     captions_of,
 )
 from framelens.options import parse_options
@@ -44,6 +38,7 @@ from framelens.plugins.alerts.snapshots import Snapshotter
 from framelens.plugins.alerts.sse import SseBroadcaster
 from framelens.plugins.alerts.store import RuleStore, StoreError
 from framelens.plugins.alerts.webhook import WebhookNotifier
+from framelens.testing import FakeBackend, FakeRequest
 
 LIMITS = RuleLimits(max_rules=5, max_prompt_chars=40)
 
@@ -261,31 +256,17 @@ def test_a_store_whose_copies_are_both_bad_loads_nothing_but_keeps_both(tmp_path
 # -- the evaluator ---------------------------------------------------------------------------
 
 
-class ScriptBackend(VLMBackend):
-    """Answers from a dict prompt -> text; records every request."""
+def script_backend(answers: dict[str, Any], *, schema: bool, fail: Exception | None = None) -> FakeBackend:
+    """A FakeBackend answering from a dict prompt -> text; it records every request."""
 
-    def __init__(self, answers: dict[str, str], *, schema: bool, fail: Exception | None = None) -> None:
-        self.answers = answers
-        self.supports = frozenset({"images", "max_tokens", "temperature"} | ({"json_schema"} if schema else set()))
-        self.fail = fail
-        self.requests: list[tuple[list[ChatMessage], GenerationParams]] = []
+    def answer(request: FakeRequest) -> str:
+        if request.params.json_schema is not None:
+            props = request.params.json_schema["properties"]
+            return json.dumps({k: answers[v["description"]] for k, v in props.items()})
+        return str(answers[request.messages[-1].text().split("\n")[0]])
 
-    async def chat(self, messages: Sequence[ChatMessage], params: GenerationParams) -> ChatResult:
-        self.requests.append((list(messages), params))
-        if self.fail is not None:
-            raise self.fail
-        if params.json_schema is not None:
-            props = params.json_schema["properties"]
-            return ChatResult(json.dumps({k: self.answers[v["description"]] for k, v in props.items()}))
-        prompt = messages[-1].text().split("\n")[0]
-        return ChatResult(self.answers[prompt])
-
-    async def stream(self, messages: Sequence[ChatMessage], params: GenerationParams) -> AsyncIterator[ChatChunk]:
-        result = await self.chat(messages, params)
-        yield ChatChunk(result.text, finish_reason="stop")
-
-    async def models(self) -> list[ModelInfo]:
-        return []
+    supports = {"images", "max_tokens", "temperature"} | ({"json_schema"} if schema else set())
+    return FakeBackend(answer, models=[], supports=supports, fail=fail)
 
 
 IMAGE = ImagePart(data=b"\xff\xd8\xff fake jpeg", mime="image/jpeg")
@@ -293,11 +274,11 @@ IMAGE = ImagePart(data=b"\xff\xd8\xff fake jpeg", mime="image/jpeg")
 
 def test_batched_evaluation_sends_one_schema_request_for_all_rules() -> None:
     rules = build_rules([{"id": "smoke", "prompt": "Smoke?"}, {"id": "door", "prompt": "Door?"}], LIMITS)
-    backend = ScriptBackend({"Smoke?": "yes", "Door?": False}, schema=True)  # type: ignore[dict-item]
+    backend = script_backend({"Smoke?": "yes", "Door?": False}, schema=True)
     ev = asyncio.run(Evaluator(backend).evaluate(IMAGE, rules))
     assert (ev.mode, ev.requests) == ("batch", 1) and len(backend.requests) == 1
     assert {k: a.result for k, a in ev.answers.items()} == {"smoke": True, "door": False}
-    messages, params = backend.requests[0]
+    messages, params = backend.requests[0].messages, backend.requests[0].params
     assert params.json_schema == batch_schema(rules) and params.json_schema["required"] == ["smoke", "door"]
     assert params.temperature == 0.0 and params.max_tokens is not None
     assert messages[-1].parts()[0] is IMAGE and "- smoke: Smoke?" in messages[-1].text()
@@ -305,13 +286,13 @@ def test_batched_evaluation_sends_one_schema_request_for_all_rules() -> None:
 
 def test_per_rule_evaluation_without_structured_output_and_unknown_answers() -> None:
     rules = build_rules([{"id": "smoke", "prompt": "Smoke?"}, {"id": "door", "prompt": "Door?"}], LIMITS)
-    backend = ScriptBackend({"Smoke?": "Yes.", "Door?": "I cannot tell from this image"}, schema=False)
+    backend = script_backend({"Smoke?": "Yes.", "Door?": "I cannot tell from this image"}, schema=False)
     ev = asyncio.run(Evaluator(backend, mode="auto").evaluate(IMAGE, rules))
     assert (ev.mode, ev.requests, len(backend.requests)) == ("per-rule", 2, 2)
     assert ev.answers["smoke"] == RuleAnswer(True, "Yes.")
     assert ev.answers["door"].result is None and ev.answers["door"].answer == "I cannot tell from this image"
     # The image and system prompt come first and are identical: servers can reuse the prefix.
-    (m1, p1), (m2, _) = backend.requests
+    (m1, p1), (m2, _) = [(r.messages, r.params) for r in backend.requests]
     assert m1[0] == m2[0] and m1[1].parts()[0] is IMAGE and m2[1].parts()[0] is IMAGE
     assert "yes or no" in m1[1].text() and p1.json_schema is None and p1.max_tokens == 8
 
@@ -320,7 +301,7 @@ def test_a_failing_backend_gives_unknown_answers_not_an_exception() -> None:
     rules = build_rules(["Smoke?", "Door?"], LIMITS)
     down = BackendError("cannot reach http://127.0.0.1:9/", kind="unreachable")
     for schema in (True, False):
-        ev = asyncio.run(Evaluator(ScriptBackend({}, schema=schema, fail=down)).evaluate(IMAGE, rules))
+        ev = asyncio.run(Evaluator(script_backend({}, schema=schema, fail=down)).evaluate(IMAGE, rules))
         assert ev.backend_failed
         assert all(a.result is None and "cannot reach" in (a.error or "") for a in ev.answers.values())
 

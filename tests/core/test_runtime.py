@@ -26,6 +26,7 @@ from framelens import (
     Field,
     Frame,
     Options,
+    Pipeline,
     Processor,
     RegisterFn,
     hookimpl,
@@ -137,24 +138,28 @@ def plugin() -> Iterator[RuntimePlugin]:
 
 
 def test_processors_run_in_configured_order_with_repeats(plugin: RuntimePlugin) -> None:
-    report, out, _ = run_pipeline(["-s", "list20", "-p", "record:b", "-p", "record", "-p", "record:a",
-                                   "-c", "b-tag=first", "-c", "record-tag=second", "-c", "a-tag=third"])
+    pipeline = Pipeline("list20", ["record:b", "record", "record:a"],
+                        options={"b": {"tag": "first"}, "record": {"tag": "second"}, "a-tag": "third"})
+    frames = list(pipeline.frames())
+    report = pipeline.report()
     assert report["frames"] == 20
     assert [t for t, i in plugin.log[:3]] == ["first", "second", "third"]
     assert plugin.log[3:6] == [("first", 1), ("second", 1), ("third", 1)]
     assert list(report["processors"]) == ["b", "record", "a"]
     assert all(p["calls"] == 20 for p in report["processors"].values())
-    assert len(out.frames) == 20 and [f.index for f in out.frames] == list(range(20))
+    assert len(frames) == 20 and [f.index for f in frames] == list(range(20))
 
 
 def test_same_id_twice_is_a_config_error(plugin: RuntimePlugin) -> None:
     with pytest.raises(ConfigError, match="configured twice with the same id"):
-        run_pipeline(["-s", "list20", "-p", "record", "-p", "record"])
+        Pipeline("list20", ["record", "record"]).run()
 
 
 def test_failing_processor_is_isolated_then_disabled(plugin: RuntimePlugin, caplog: pytest.LogCaptureFixture) -> None:
-    report, out, runtime = run_pipeline(["-s", "list20", "-p", "failing", "-p", "record", "--max-failures", "4"])
-    assert report["frames"] == 20
+    pipeline = Pipeline("list20", ["failing", "record"], run={"max-failures": 4})
+    report = pipeline.run()
+    runtime = pipeline.runtime
+    assert runtime is not None and report["frames"] == 20
     assert [i for _, i in plugin.log] == list(range(20)), "later stages still see every frame"
     assert report["processors"]["failing"]["calls"] == 4
     assert runtime.stages[0].enabled is False
@@ -165,15 +170,15 @@ def test_failing_processor_is_isolated_then_disabled(plugin: RuntimePlugin, capl
 
 
 def test_intermittent_failures_reset_the_count(plugin: RuntimePlugin) -> None:
-    report, out, runtime = run_pipeline(["-s", "list20", "-p", "failing", "-c", "failing-fail-on=2,3,5,7",
-                                         "--max-failures", "3"])
-    assert runtime.stages[0].enabled
-    changed = [int(f.image[0, 0, 0]) - f.index for f in out.frames]
+    pipeline = Pipeline("list20", [("failing", {"fail-on": "2,3,5,7"})], run={"max_failures": 3})
+    frames = list(pipeline.frames())
+    assert pipeline.runtime is not None and pipeline.runtime.stages[0].enabled
+    changed = [int(f.image[0, 0, 0]) - f.index for f in frames]
     assert changed == [0 if i in (2, 3, 5, 7) else 1 for i in range(20)], "failed frames pass on unchanged"
 
 
 def test_sticky_results_stay_visible_until_replaced(plugin: RuntimePlugin) -> None:
-    run_pipeline(["-s", "list20", "-p", "publisher",  "--max-frames", "8"])
+    Pipeline("list20", ["publisher"]).run(max_frames=8)
     assert plugin.seen[:4] == [None] * 4
     assert plugin.seen[4:] == [Caption("hello")] * 4
 
@@ -230,14 +235,8 @@ def test_live_source_drops_are_counted(plugin: RuntimePlugin) -> None:
 
 
 def test_stop_from_another_thread_ends_cleanly(plugin: RuntimePlugin) -> None:
-    from framelens.cli import build_parser
-    from framelens.cli.run import config_from_args
-    from framelens.plugin_manager import get_plugin_manager
-    from framelens.runtime import Runtime
-
-    args = build_parser().parse_args(["run", "-s", "testpattern", "--fps", "100", "-p", "record", "-o", "none"])
-    runtime = Runtime(config_from_args(args), get_plugin_manager().registry)
-    runtime.build()
+    pipeline = Pipeline("testpattern", ["record"], ["none"], run={"fps": 100})
+    runtime = pipeline.build()
     threading.Timer(0.5, runtime.stop).start()
     report = runtime.run()
     assert 10 < report["frames"] < 500
