@@ -262,3 +262,62 @@ def test_clip_frames_are_spaced_by_capture_time() -> None:
     describer.process(frames[-1].replace(index=12, timestamp=1001.0))  # too close to 9 to be kept
     assert [f.index for f in describer._clip(frames[-1].replace(index=12, timestamp=1001.0))] == [6, 9, 12]
     ctx.close()
+
+
+def test_processors_page_lists_every_describe_option() -> None:
+    from helpers import ROOT
+
+    from framelens.plugins.vlm import DescribeOptions
+
+    text = (ROOT / "docs" / "processors.md").read_text()
+    for field in DescribeOptions.model_fields:
+        assert f"| `describe-{field.replace('_', '-')}` |" in text, f"processors.md does not document describe-{field}"
+
+
+# -- describe: one describer for every backend ------------------------------------------------
+
+
+def test_describe_asks_the_backend_it_names(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    with FakeOpenAI() as server:
+        _, output, _ = run_pipeline(["-s", "testpattern", "--fps", "30", "--max-frames", "60", "-p", "describe",
+                                     "-c", "describe-backend=nim", "-c", f"nim-url={server.base_url}", "-o", "none",
+                                     "--events", str(events)])
+        frames = output.frames
+        asked = server.requests_to("/v1/chat/completions")
+    described = events_of(events, "description")
+    assert described and described[0]["payload"]["text"] == "I see an image of 640x480."
+    assert described[0]["payload"]["describer"] == "describe"
+    assert asked and asked[0].json()["messages"][-1]["content"][0]["text"].startswith("Describe what is in")
+    assert any(isinstance(f.results.get("describe"), Description) for f in frames)
+
+
+def test_describe_follows_the_runs_backend_and_its_model_option(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    with FakeOpenAI(models=["a-model", "b-model"]) as server:
+        run_pipeline(["-s", "testpattern", "--fps", "30", "--max-frames", "60", "--backend", "openai",
+                      "-c", f"openai-url={server.base_url}", "-p", "describe", "-c", "describe-model=b-model",
+                      "-c", "describe-stream=false", "-o", "none", "--events", str(events)])
+        bodies = [r.json() for r in server.requests_to("/v1/chat/completions")]
+    assert bodies and {b["model"] for b in bodies} == {"b-model"}
+    assert all(b.get("stream") in (None, False) for b in bodies)
+    assert events_of(events, "description")[0]["payload"]["model"] == "b-model"
+
+
+def test_describe_and_an_alias_share_one_backend_per_name() -> None:
+    with FakeOllama() as ollama:
+        _, _, runtime = describe_run(ollama.url, "-c", "ollama-model=llava", "-p", "describe",
+                                     "-c", "describe-backend=ollama", frames=30)
+    stages = {s.id: s.processor for s in runtime.stages}
+    assert stages["ollama"].backend is stages["describe"].backend  # type: ignore[attr-defined]
+
+
+def test_describe_refuses_clips_on_a_backend_without_video() -> None:
+    with FakeOllama() as ollama, pytest.raises(ConfigError, match="frames=4 sends video clips.*'ollama'"):
+        describe_run(ollama.url, "-c", "ollama-frames=4")
+
+
+def test_describe_with_an_unknown_backend_names_the_option() -> None:
+    with pytest.raises(ConfigError, match=r"-c describe-backend=olama: unknown backend 'olama' \(did you mean"):
+        run_pipeline(["-s", "testpattern", "--max-frames", "1", "-p", "describe", "-c", "describe-backend=olama",
+                      "-o", "none"])
