@@ -4,7 +4,7 @@
 ``ollama ps`` calls ``/api/ps``. Both describe the backend's models as far as
 framelens knows them (capabilities from what the backend takes; template and
 parameters only where the backend reports them). The backends generate text
-only, so ``/api/embed`` and ``/api/embeddings`` answer 501 naming that, and
+only, so ``/api/embed`` and ``/api/embeddings`` answer 400 naming that, and
 model management (pull, push, create, copy, delete, blobs) is 501 pointing at
 the backend's own tools. Errors are Ollama's ``{"error": "..."}``.
 """
@@ -109,10 +109,10 @@ async def ps(request: Request) -> Response:
 
 
 async def embed(request: Request) -> Response:
-    """Ollama /api/embed and /api/embeddings: not available (501); the backends generate text only."""
+    """Ollama /api/embed and /api/embeddings: refused (400 naming why); the backends generate text only."""
     api = api_state(request)
     req = await read_json(request, OllamaEmbedRequest)
-    raise ApiError(501, f"embeddings are not supported: the {api.backend_name!r} backend behind framelens "
+    raise ApiError(400, f"embeddings are not supported: the {api.backend_name!r} backend behind framelens "
                    f"generates text only, so {req.model!r} cannot embed here; send embedding requests to the "
                    "embedding server itself", param="model", code="embeddings_unsupported")
 
@@ -131,8 +131,8 @@ def add_ollama_info_routes(routes: RouteTable) -> None:
                     extra_responses={"404": "Unknown model"})
     routes.register("/api/ps", ps, tags=tags)
     routes.register("/api/embed", embed, methods=["POST"], tags=tags, request_model=OllamaEmbedRequest,
-                    extra_responses={"501": "No embeddings"})
+                    extra_responses={"400": "No embeddings"})
     routes.register("/api/embeddings", embed, methods=["POST"], tags=tags, request_model=OllamaEmbedRequest,
-                    extra_responses={"501": "No embeddings"})
+                    extra_responses={"400": "No embeddings"})
     for path, method in _MANAGEMENT:
         routes.register(path, management, methods=[method], tags=tags, include_in_schema=False)
