@@ -61,6 +61,7 @@ class Service:
         self.pipeline = Pipeline("testpattern", processors or ["http", "describe", "alerts"], ["none"],
                                  options=options, backend="fake")
         self.error: BaseException | None = None
+        self.backend: FakeBackend | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
@@ -92,12 +93,17 @@ def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """``service(api_key=..., extra={...})`` starts one; all are stopped after the test."""
     started: list[Service] = []
 
+    plugin = FakeBackendPlugin("fake", make=scripted_backend)
+
     def make(**kwargs: Any) -> Service:
         svc = Service(tmp_path, **kwargs)
         started.append(svc)
-        return svc.start()
+        svc.start()
+        assert isinstance(plugin.last, FakeBackend)
+        svc.backend = plugin.last
+        return svc
 
-    with plugin_registered(FakeBackendPlugin("fake", make=scripted_backend), "dashboard-test-backend"):
+    with plugin_registered(plugin, "dashboard-test-backend"):
         yield make
         for svc in started:
             svc.stop()

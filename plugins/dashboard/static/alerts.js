@@ -101,7 +101,17 @@ export class AlertsPanel {
       rule[name] = NUMBERS.has(name) && raw !== "" && !Number.isNaN(Number(raw)) ? Number(raw) : raw;
     }
     if (!("prompt" in rule)) rule.prompt = "";
+    if (!("id" in rule) && !this.editing) rule.id = this.newId(rule.prompt);
     return rule;
+  }
+
+  // Rule objects need an id; one made from the question reads well in URLs and MQTT topics.
+  newId(prompt) {
+    const base = String(prompt).toLowerCase().replace(/[^a-z0-9]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 40) || "rule";
+    const taken = new Set(this.rules.map((r) => r.id));
+    let id = base;
+    for (let n = 2; taken.has(id); n += 1) id = `${base}-${n}`;
+    return id;
   }
 
   async save() {
