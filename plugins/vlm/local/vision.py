@@ -64,7 +64,6 @@ class VisionEncoder(nn.Module):
         self.eval()
         self.dtype, self.device = dtype, device
 
-    @torch.inference_mode()
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         pv = pixel_values.to(device=self.device, dtype=self.dtype)
         if self.family == "llava":
