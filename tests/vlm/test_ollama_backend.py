@@ -326,3 +326,25 @@ def test_fake_answers_custom_replies(ollama: FakeOllama) -> None:
     with pytest.raises(BackendError) as err:
         run(chat(backend(ollama.url), ask()))
     assert err.value.kind == "server" and "boom" in str(err.value) and "HTTP 500" in str(err.value)
+
+
+def test_sampling_knobs_go_into_options_under_ollamas_names(ollama: FakeOllama) -> None:
+    params = GenerationParams(top_k=20, min_p=0.05, repetition_penalty=1.15, presence_penalty=0.5,
+                              frequency_penalty=0.25, extra={"num_ctx": 8192, "options": {"mirostat": 2}})
+    run(chat(backend(ollama.url, num_ctx=2048), ask(), params))
+    options = ollama.requests_to("/api/chat")[-1].json()["options"]
+    assert options == {"top_k": 20, "min_p": 0.05, "repeat_penalty": 1.15, "presence_penalty": 0.5,
+                       "frequency_penalty": 0.25, "num_ctx": 8192, "mirostat": 2}  # the request's num_ctx wins
+
+
+def test_thinking_is_returned_as_reasoning(ollama: FakeOllama) -> None:
+    ollama.models["qwen3-vl:latest"] = ["completion", "vision", "thinking"]
+    params = GenerationParams(model="qwen3-vl", extra={"think": True})
+    result = run(chat(backend(ollama.url), ask(), params))
+    assert result.reasoning == "Let me look at the picture carefully."
+    assert result.text == "Hello! How can I help you today?"
+    chunks = run(stream(backend(ollama.url), ask(), params))
+    assert "".join(c.reasoning for c in chunks) == result.reasoning
+    assert "".join(c.text for c in chunks) == result.text
+    with pytest.raises(BackendError, match="does not support thinking"):
+        run(chat(backend(ollama.url), ask(), GenerationParams(extra={"think": True})))  # llava cannot think

@@ -291,3 +291,62 @@ def test_the_fake_speaks_what_the_official_sdk_expects(nim: FakeOpenAI) -> None:
     nim.stream_error_after = 1
     with pytest.raises(openai.APIError, match="illegal memory access"):
         list(client.chat.completions.create(model=MODEL, messages=messages, stream=True))
+
+
+def test_reasoning_content_is_returned_apart_from_the_answer(nim: FakeOpenAI) -> None:
+    result = run(chat(backend(nim.base_url, think=True), ask(ImagePart(data=png(20, 10)))))
+    assert result.reasoning == "Let me look at the picture carefully."
+    assert result.text == "I see an image of 20x10."
+    chunks = run(stream(backend(nim.base_url, think=True), ask()))
+    assert "".join(c.reasoning for c in chunks) == "Let me look at the picture carefully."
+    first_text = next(i for i, c in enumerate(chunks) if c.text)
+    assert all(not c.reasoning for c in chunks[first_text:])  # reasoning comes first, never mixed in
+    assert all("Let me look" not in c.text for c in chunks)
+
+
+def test_per_request_think_overrides_the_option(nim: FakeOpenAI) -> None:
+    run(chat(backend(nim.base_url, think=False), ask(), GenerationParams(extra={"think": True})))
+    assert nim.requests[-1].json()["messages"][0] == {"role": "system", "content": "/think"}
+    run(chat(backend(nim.base_url), ask(), GenerationParams(extra={"think": "high"})))
+    body = nim.requests[-1].json()
+    assert body["reasoning_effort"] == "high" and body["messages"][0]["role"] == "user"
+
+
+def test_sampling_knobs_are_sent_as_request_fields(nim: FakeOpenAI) -> None:
+    params = GenerationParams(top_k=40, min_p=0.05, repetition_penalty=1.1, presence_penalty=0.5,
+                              frequency_penalty=-0.5)
+    run(chat(backend(nim.base_url), ask(), params))
+    body = nim.requests[-1].json()
+    assert (body["top_k"], body["min_p"], body["repetition_penalty"]) == (40, 0.05, 1.1)
+    assert (body["presence_penalty"], body["frequency_penalty"]) == (0.5, -0.5)
+    # The fake checks ranges as vLLM does; its message comes back with the parameter.
+    with pytest.raises(BackendError, match="min_p") as caught:
+        run(chat(backend(nim.base_url), ask(), GenerationParams(min_p=1.5)))
+    assert caught.value.param == "min_p"
+
+
+def test_default_model_is_discovered_and_refreshed_when_the_server_comes_back() -> None:
+    server = FakeOpenAI(models=["first"])
+    server.start()
+    b = backend(server.base_url, retries=0)
+
+    async def scenario() -> list[Any]:
+        seen: list[Any] = [await b.discover_default_model()]
+        server.stop()
+        seen.append((await b.health()).ready)
+        server.models = ["second"]
+        server.start()
+        seen += [(await b.health()).ready, b.default_model]
+        await b.aclose()
+        return seen
+
+    try:
+        assert run(scenario()) == ["first", False, True, "second"]
+    finally:
+        server.stop()
+
+
+def test_discovery_never_raises_when_the_server_is_down() -> None:
+    b = backend(unused_url("/v1"), retries=0)
+    assert run(b.discover_default_model()) is None
+    run(b.aclose())
