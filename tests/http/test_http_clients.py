@@ -276,3 +276,33 @@ def test_a_second_id_for_an_open_url_is_a_409_naming_the_open_one(echo: tuple[Ru
         assert unnamed.status_code == 200 and unnamed.json()["id"] == "tp-main"
     finally:
         httpx.delete(streams + "/tp-main")
+
+
+# -- reasoning and sampling on chat completions -------------------------------------------------------
+
+
+def test_reasoning_content_passes_through_chat_completions() -> None:
+    with FakeOpenAI(reply="A red square.") as nim, \
+            running_service({"backend": "nim"}, {"nim": {"url": nim.base_url, "think": True}}) as running:
+        client = openai.OpenAI(base_url=running.v1, api_key="x", max_retries=0)
+        messages: Any = [{"role": "user", "content": "What is it?"}]
+        reply = client.chat.completions.create(model=nim.models[0], messages=messages)
+        message = reply.choices[0].message
+        assert message.content == "A red square."
+        assert message.reasoning_content == "Let me look at the picture carefully."  # type: ignore[attr-defined]
+        chunks = list(client.chat.completions.create(model=nim.models[0], messages=messages, stream=True))
+        deltas = [c.choices[0].delta for c in chunks if c.choices]
+        thought = "".join(getattr(d, "reasoning_content", None) or "" for d in deltas)
+        assert thought == "Let me look at the picture carefully."
+        assert "".join(d.content or "" for d in deltas) == "A red square."
+
+
+def test_sampling_knobs_a_backend_lacks_are_400s_naming_them(echo: tuple[Running, EchoBackend]) -> None:
+    for key, value in (("top_k", 40), ("min_p", 0.1), ("repetition_penalty", 1.1)):
+        r = httpx.post(echo[0].v1 + "/chat/completions", timeout=30,
+                       json={"messages": [{"role": "user", "content": "hi"}], key: value})
+        assert r.status_code == 400, key
+        assert r.json()["error"]["param"] == key and "'echo'" in r.json()["error"]["message"]
+    ok = httpx.post(echo[0].v1 + "/chat/completions", timeout=30,
+                    json={"messages": [{"role": "user", "content": "hi"}], "presence_penalty": 0.3})
+    assert ok.status_code == 200 and echo[1].calls[-1].params.presence_penalty == 0.3
