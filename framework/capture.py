@@ -139,8 +139,11 @@ class LiveCapture:
                         # Same outage, a new reason: no second event.
                         log.warning("%s: %s; retrying in %.1f s", self.source.describe(), exc, delay)
                         self.error = str(exc)
+                    if self._stop.is_set():
+                        break
                     if not self.source.reconnect or self._stop.wait(delay):
-                        self._finish("lost")
+                        if not self._stop.is_set():
+                            self._finish("lost")
                         return
                     delay = min(delay * 2, self.max_backoff)
                     continue
@@ -149,11 +152,17 @@ class LiveCapture:
                 self.last_frame_at = None
                 self._opened_at = time.monotonic()
                 self._set_state("connected")
+            began = time.monotonic()
             try:
                 image = self.source.read()
                 failure = None if image is not None else "end of stream"
             except SourceError as exc:
                 image, failure = None, str(exc)
+            if image is not None and self.source.live and time.monotonic() - began >= self.read_timeout:
+                # FFmpeg hands out one buffered frame each time its read timeout fires, so a
+                # stalled camera would otherwise look alive once per timeout: a read that
+                # blocked for the whole timeout is a stall, whatever it returned.
+                image, failure = None, f"no frame for {self.read_timeout:g} s (the source stopped sending)"
             if image is None:
                 self.source.close()
                 if not self.source.reconnect:

@@ -1,6 +1,7 @@
 """``mjpeg``: watch the processed video in a browser, as MJPEG over HTTP.
 
-``-o mjpeg`` serves, by default on ``http://0.0.0.0:8080/``:
+``-o mjpeg`` serves, by default on ``http://127.0.0.1:8080/`` (``-c mjpeg-host=0.0.0.0``
+to reach it from other machines):
 
 * ``/`` a page that shows the stream,
 * ``/stream.mjpg`` the stream itself (``multipart/x-mixed-replace``; any number of viewers),
@@ -8,6 +9,11 @@
 
 ``-o http://127.0.0.1:9090/cam/`` picks this output by its URL scheme and moves all
 three under ``/cam/``.
+
+With an API key (``-c mjpeg-api-key``, else the ``http`` service's
+``-c http-api-key`` or ``$FRAMELENS_API_KEY``) every path wants it, as
+``Authorization: Bearer KEY`` or, for players and ``<img>`` tags that cannot
+send headers, ``?key=KEY`` (the page passes its own ``?key=`` on to the stream).
 
 How it keeps the loop fast: ``write()`` only swaps a reference to the newest
 frame. One encoder thread turns that frame into JPEG, at most once per frame and
@@ -21,14 +27,16 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import functools
+import hmac
 import logging
+import os
 import socket
 import threading
 import time
 import weakref
 from collections.abc import AsyncIterator
 from importlib import resources
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pydantic
 import uvicorn
@@ -38,6 +46,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from framelens import (
     ConfigError,
@@ -62,7 +71,9 @@ NO_CACHE = {"Cache-Control": "no-cache, no-store, must-revalidate", "Pragma": "n
 
 
 class MjpegOptions(Options):
-    host: str = Field("0.0.0.0", description="Address to listen on; 127.0.0.1 keeps it on this machine")
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 serves the video to other machines")
+    api_key: str | None = Field(None, description="Key viewers must send (Authorization: Bearer KEY or ?key=KEY);"
+                                " default: -c http-api-key, else $FRAMELENS_API_KEY, else none")
     port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one (logged at start)")
     path: str = Field("/", description="URL path of the page; the stream is PATH/stream.mjpg")
     quality: int = Field(80, ge=1, le=100, description="JPEG quality")
@@ -93,9 +104,55 @@ def _metrics(registry: CollectorRegistry) -> tuple[Gauge, Counter]:
         return _METRICS[registry]
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_warned: set[str] = set()
+
+
+def warn_unprotected(what: str, host: str, key: str | None, fix: str) -> None:
+    """Warn once per output kind when video is served beyond this machine without a key."""
+    if host in LOOPBACK or host.startswith("127.") or key or what in _warned:
+        return
+    _warned.add(what)
+    log.warning("%s: serving video on %s to anyone who can reach it (no API key; set %s)", what, host, fix)
+
+
+def shared_api_key(own: str | None, context: Context) -> str | None:
+    """The output's own key, else the ``http`` service's key, else ``$FRAMELENS_API_KEY``."""
+    if own:
+        return own
+    http = context.namespace_options("http")
+    value = http.get("api_key", http.get("api-key"))
+    return str(value) if value else os.environ.get("FRAMELENS_API_KEY") or None
+
+
+class KeyCheck:
+    """ASGI wrapper: 401 unless the request carries the key (bearer header or ``?key=``)."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self.key = key.encode()
+
+    def _allowed(self, scope: Scope) -> bool:
+        auth = dict(scope.get("headers", ())).get(b"authorization", b"")
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.key):
+            return True
+        given = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("key", [""])[-1]
+        return hmac.compare_digest(given.encode("latin-1", "replace"), self.key)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        response = Response("this video needs the API key: send 'Authorization: Bearer KEY' or add ?key=KEY\n",
+                            status_code=401, media_type="text/plain", headers={"WWW-Authenticate": "Bearer"})
+        await response(scope, receive, send)
+
+
 @functools.cache
 def _page() -> str:
-    return resources.files(__package__ or "framelens.plugins.outputs").joinpath("mjpeg_page.html").read_text(encoding="utf-8")
+    package = resources.files(__package__ or "framelens.plugins.outputs")
+    return package.joinpath("mjpeg_page.html").read_text(encoding="utf-8")
 
 
 class MjpegOutput(Output):
@@ -153,7 +210,10 @@ class MjpegOutput(Output):
         self._broadcaster = JpegBroadcaster(runner.loop, quality=o.quality, max_fps=o.max_fps, max_side=o.max_side,
                                             on_encoded=lambda _e: encoded_total.inc())
         self._broadcaster.start()
-        config = uvicorn.Config(self._app(), log_config=None, log_level="warning", access_log=False,
+        key = shared_api_key(o.api_key, self.context)
+        app: ASGIApp = self._app() if key is None else KeyCheck(self._app(), key)
+        warn_unprotected("mjpeg", o.host, key, "-c mjpeg-api-key or -c http-api-key")
+        config = uvicorn.Config(app, log_config=None, log_level="warning", access_log=False,
                                 lifespan="off", timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
         self._serving = runner.submit(self._server.serve(sockets=[sock]))

@@ -1,6 +1,6 @@
 """RTSP in and out: the ``rtsp`` output (gst-rtsp-server) and the ``rtsp://`` source.
 
-    framelens run -s testpattern -o rtsp                  # rtsp://0.0.0.0:5011/out
+    framelens run -s testpattern -o rtsp                  # rtsp://127.0.0.1:5011/out
     framelens run -s rtsp://cam.local/stream1 -p captions -o rtsp://0.0.0.0:8554/live
 
 The output needs PyGObject and GStreamer (``pip install 'framelens[rtsp]'`` and the
@@ -21,7 +21,7 @@ __all__ = ["register_outputs", "register_sources"]
 @hookimpl
 def register_outputs(register: RegisterFn) -> None:
     register("rtsp", make_output, options=RtspOutputOptions, schemes=("rtsp",),
-             help="serve the processed video over RTSP (default rtsp://0.0.0.0:5011/out), H.264")
+             help="serve the processed video over RTSP (default rtsp://127.0.0.1:5011/out), H.264")
 
 
 @hookimpl

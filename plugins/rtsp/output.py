@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import urllib.parse
@@ -24,7 +25,7 @@ __all__ = ["DEFAULT_URL", "RtspOutput", "RtspOutputOptions", "RtspUrl", "letterb
 
 log = logging.getLogger("framelens.rtsp")
 
-DEFAULT_URL = "rtsp://0.0.0.0:5011/out"
+DEFAULT_URL = "rtsp://127.0.0.1:5011/out"
 # Size of the placeholder stream when a viewer connects before the first frame and
 # no size is configured.
 PLACEHOLDER_SIZE = (1280, 720)
@@ -59,6 +60,10 @@ class RtspOutputOptions(Options):
                                           "(default: one per second); new viewers get one at once anyway")
     encoder: Literal["auto", "x264enc", "openh264enc", "nvv4l2h264enc"] = Field(
         "auto", description="H.264 encoder: auto picks nvv4l2h264enc on Jetson, else x264enc, else openh264enc")
+    user: str = Field("framelens", min_length=1, max_length=64, pattern=r"^[^:@/\s]+$",
+                      description="User name viewers give when the output has an API key")
+    api_key: str | None = Field(None, description="Password viewers must give (RTSP Basic or Digest auth, user"
+                                " rtsp-user); default: -c http-api-key, else $FRAMELENS_API_KEY, else none")
     stale_after: float = Field(5.0, ge=0, description="Seconds without a new frame before the repeated frame "
                                "gets a 'no new video' banner (0: never)")
 
@@ -181,10 +186,14 @@ class RtspOutput(Output):
             gst.Gst.parse_launch(launch).set_state(gst.Gst.State.NULL)
         except gst.GLib.Error as exc:
             raise OutputError(f"rtsp output: the {encoder} pipeline does not build: {exc.message}") from None
+        key = _shared_api_key(o.api_key, self.context)
+        if key is None and not (self.url.host in ("localhost", "::1") or self.url.host.startswith("127.")):
+            _warn_once(f"rtsp output: serving video on {self.url.host} to anyone who can reach it (no API key;"
+                       " set -c rtsp-api-key or -c http-api-key)")
         self._server = RtspServer(
             gst, host=self.url.host, port=self.url.port, path=self.url.path, launch=launch,
             framerate=settings.framerate, size_for_media=self._size_for_media, on_media=self._wake,
-            on_event=self._publish,
+            on_event=self._publish, credentials=(o.user, key) if key else None,
         )
         self._server.start()
         self._feeder = threading.Thread(target=self._feed, name=f"rtsp-feed-{self.url.port}", daemon=True)
@@ -302,6 +311,24 @@ class RtspOutput(Output):
             with self._cond:
                 if self._latest_seq == seq and not self._media_waiting and not self._stop.is_set():
                     self._cond.wait(max(wake_in, 0.001))
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        log.warning("%s", message)
+
+
+def _shared_api_key(own: str | None, context: Context) -> str | None:
+    """The output's own key, else the ``http`` service's key, else ``$FRAMELENS_API_KEY``."""
+    if own:
+        return own
+    http = context.namespace_options("http")
+    value = http.get("api_key", http.get("api-key"))
+    return str(value) if value else os.environ.get("FRAMELENS_API_KEY") or None
 
 
 def make_output(target: str, options: RtspOutputOptions, context: Context) -> RtspOutput:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -68,8 +69,10 @@ class RtspServer:
         size_for_media: Callable[[], tuple[tuple[int, int], bool]],
         on_media: Callable[[], None],
         on_event: Callable[[str, dict[str, Any]], None],
+        credentials: tuple[str, str] | None = None,
     ) -> None:
         self._gst = gst
+        self._credentials = credentials
         self.host, self.port, self.path = host, port, path
         self._launch = launch
         self._rate = framerate
@@ -99,6 +102,8 @@ class RtspServer:
         factory.set_shared(True)
         factory.connect("media-configure", self._on_media_configure)
         server.connect("client-connected", self._on_client_connected)
+        if self._credentials is not None:
+            server.set_auth(self._auth(factory))
         server.get_mount_points().add_factory(self.path, factory)
         try:
             # create_source binds and listens here, so a busy port fails now with the
@@ -112,6 +117,23 @@ class RtspServer:
         self._server, self._source = server, source
         self._thread = threading.Thread(target=self._run, name=f"rtsp-{self.port}", daemon=True)
         self._thread.start()
+
+    def _auth(self, factory: Any) -> Any:
+        """gst-rtsp-server's auth for the one user: Basic and Digest, and the mount only for that role."""
+        R = self._gst.GstRtspServer
+        assert self._credentials is not None
+        user, password = self._credentials
+        token = R.RTSPToken()
+        token.set_string(R.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+        auth = R.RTSPAuth()
+        auth.add_basic(R.RTSPAuth.make_basic(user, password), token)
+        auth.add_digest(user, password, token)
+        _offer_basic_and_digest(auth)
+        permissions = R.RTSPPermissions()
+        permissions.add_permission_for_role("viewer", R.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
+        permissions.add_permission_for_role("viewer", R.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
+        factory.set_permissions(permissions)
+        return auth
 
     def _run(self) -> None:
         self._context.push_thread_default()
@@ -268,3 +290,23 @@ class RtspServer:
             if m.encoder is not None:
                 m.encoder.get_static_pad("src").send_event(make_event(self._gst.Gst.CLOCK_TIME_NONE, True, 0))
         return False  # as a GLib timeout: once
+
+
+def _offer_basic_and_digest(auth: Any) -> None:
+    """Challenge with both Basic and Digest (the default offers Basic only).
+
+    The introspected binding types the argument as a single enum value, so the
+    flag combination is passed through the C call itself. Should that fail,
+    Digest alone is offered: every RTSP client speaks it, and Basic credentials
+    sent up front are accepted either way.
+    """
+    try:
+        lib = ctypes.CDLL("libgstrtspserver-1.0.so.0")
+        get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+        get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+        lib.gst_rtsp_auth_set_supported_methods.argtypes = [ctypes.c_void_p, ctypes.c_int]
+        lib.gst_rtsp_auth_set_supported_methods(get_pointer(auth.__gpointer__, None), 1 | 2)
+    except (OSError, AttributeError, ValueError) as exc:
+        log.debug("rtsp output: offering Digest only (%s)", exc)
+        from gi.repository import GstRtsp
+        auth.set_supported_methods(GstRtsp.RTSPAuthMethod.DIGEST)

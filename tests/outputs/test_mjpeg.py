@@ -192,7 +192,8 @@ def test_snapshot_and_page(serve: Callable[..., Server]) -> None:
         assert read_code(decode_image(snap.content)) == 7 and snap.headers["x-frame-index"] == "7"
         page = client.get(server.base)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-        assert 'src="stream.mjpg"' in page.text and 'href="snapshot.jpg"' in page.text
+        # The script sets the stream's URL, so that the page's ?key= goes with it (issue 10).
+        assert 'video.src = "stream.mjpg"' in page.text and 'href="snapshot.jpg"' in page.text
 
 
 def test_path_prefix_moves_everything(serve: Callable[..., Server]) -> None:

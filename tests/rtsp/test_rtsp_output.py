@@ -273,7 +273,7 @@ def test_start_fails_cleanly_when_the_port_is_taken(port: int) -> None:
 
 
 def test_default_target_is_the_jetson_url() -> None:
-    assert str(parse_output_url("rtsp")) == "rtsp://0.0.0.0:5011/out"
+    assert str(parse_output_url("rtsp")) == "rtsp://127.0.0.1:5011/out"  # loopback by default (issue 10)
     assert str(parse_output_url("rtsp://cam.local")) == "rtsp://cam.local:554/out"
     assert str(parse_output_url("rtsp://10.0.0.2:8554/live/")) == "rtsp://10.0.0.2:8554/live"
 
