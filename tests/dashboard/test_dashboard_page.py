@@ -85,7 +85,8 @@ def test_alert_rules_from_the_page(service: Callable[..., Service], browser: Any
     page.click("#rule-submit")
     page.wait_for_selector("#rules tr[data-rule=pattern]")
     rules = httpx.get(svc.base + "/v1/alerts").json()["data"]
-    assert [(r["id"], r["prompt"], r["cooldown"]) for r in rules] == [("pattern", "Is the YES test pattern visible?", 5.0)]
+    assert [(r["id"], r["prompt"], r["cooldown"]) for r in rules] == [
+        ("pattern", "Is the YES test pattern visible?", 5.0)]
     assert page.text_content("#err-on_frames") == ""
 
     page.wait_for_selector("#rules tr[data-rule=pattern] [data-state=on]", timeout=10000)
