@@ -26,14 +26,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .config import RUN_KEYS, RunConfig, StageConfig, _coerce_run, _stage, load_deployment
 from .errors import ConfigError
 from .frame import Frame
 from .options import closest, option_key
 
 if TYPE_CHECKING:
+    from .config import RunConfig, StageConfig
     from .plugin_manager import PluginManager
     from .runtime import Runtime
+
+# The config module (and PyYAML) is imported on first use, so `import framelens` stays as
+# light as it was before Pipeline was exported from it.
 
 __all__ = ["Pipeline", "StageSpec"]
 
@@ -45,6 +48,8 @@ _POSITIVE = ("max-frames", "max-failures", "width", "height", "fps")
 
 
 def _entries(value: Sequence[StageSpec] | StageSpec | None, where: str, kind: str) -> list[StageConfig]:
+    from .config import _stage
+
     if value is None:
         return []
     items: Sequence[Any] = [value] if isinstance(value, (str, tuple, Mapping)) else value
@@ -74,6 +79,8 @@ def _settings(options: Mapping[str, Any] | None) -> list[tuple[str, Any, str]]:
 
 
 def _run_settings(run: Mapping[str, Any] | None) -> dict[str, Any]:
+    from .config import RUN_KEYS, _coerce_run
+
     out: dict[str, Any] = {}
     for key, value in (run or {}).items():
         norm = str(key).replace("_", "-")
@@ -132,6 +139,8 @@ class Pipeline:
     ) -> None:
         if source is not None and not isinstance(source, str):
             raise ConfigError(f"source: expected a locator such as 'testpattern', got {type(source).__name__}")
+        from .config import RunConfig
+
         cfg = RunConfig(source=source)
         cfg.stages = _entries(processors, "processors", "processor")
         cfg.outputs = _entries(outputs, "outputs", "output")
@@ -161,6 +170,8 @@ class Pipeline:
     def from_file(cls, path: str | Path, *, plugins: PluginManager | None = None,
                   stdout: IO[str] | None = None) -> Pipeline:
         """A pipeline for a deployment YAML file (see configs/); errors name the file and key."""
+        from .config import load_deployment
+
         return cls.from_config(load_deployment(path), plugins=plugins, stdout=stdout)
 
     # -- running ---------------------------------------------------------------------------
