@@ -28,6 +28,7 @@ from framelens import (
     ChatMessage,
     ChatResult,
     CommaList,
+    Context,
     Field,
     GenerationParams,
     Health,
@@ -43,7 +44,7 @@ from framelens import (
 
 from .describer import DescriberOptions
 from .media import image_payload
-from .pool import HttpBackendOptions, ServerPool, parse_json_error
+from .pool import HttpBackendOptions, ServerPool, parse_json_error, register_pool_metrics
 
 __all__ = ["OllamaBackend", "OllamaDescriberOptions", "OllamaOptions"]
 
@@ -133,7 +134,7 @@ class OllamaBackend(VLMBackend):
             unreachable_hint="Is Ollama running there (`ollama serve`)? Set the URL with the url option "
                              "(-c ollama-url=http://HOST:11434).",
             headers=headers, timeout=options.timeout, connect_timeout=options.connect_timeout,
-            retries=options.retries, max_in_flight=options.max_in_flight,
+            retries=options.retries, max_in_flight=options.max_in_flight, probe_path="/api/version",
         )
         self._vision_ok: set[str] = set()
 
@@ -328,5 +329,10 @@ class OllamaDescriberOptions(DescriberOptions, OllamaOptions):
 
 
 def register(register_backend: RegisterFn) -> None:
-    register_backend("ollama", lambda options, context: OllamaBackend(options), options=OllamaOptions,
+    def make(options: OllamaOptions, context: Context, id: str) -> OllamaBackend:
+        backend = OllamaBackend(options)
+        register_pool_metrics(context, id, backend.pool)
+        return backend
+
+    register_backend("ollama", make, options=OllamaOptions,
                      help="Ollama's native API (/api/chat) on one or more servers")

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import httpx
@@ -33,6 +33,7 @@ from framelens import (
     ChatMessage,
     ChatResult,
     CommaList,
+    Context,
     Field,
     GenerationParams,
     Health,
@@ -48,7 +49,7 @@ from framelens import (
 
 from .describer import DescriberOptions
 from .media import data_uri, encode_mp4, image_payload
-from .pool import HttpBackendOptions, ServerPool, parse_json_error
+from .pool import HttpBackendOptions, ServerPool, parse_json_error, register_pool_metrics
 from .text import ThinkFilter
 
 __all__ = ["NimDescriberOptions", "NimOptions", "OpenAICompatBackend", "OpenAIDescriberOptions", "OpenAIOptions"]
@@ -118,7 +119,7 @@ class OpenAICompatBackend(VLMBackend):
             service, options.url, parse_error=self._error,
             unreachable_hint=f"Is the server running and does the URL end in /v1? Set it with -c {name}-url=...",
             headers=headers, timeout=options.timeout, connect_timeout=options.connect_timeout,
-            retries=options.retries, max_in_flight=options.max_in_flight,
+            retries=options.retries, max_in_flight=options.max_in_flight, probe_path="/models",
         )
         self._listed_model: str | None = None
         self._was_down = False
@@ -404,7 +405,16 @@ def _backend_factory(name: str) -> Any:
 
 def register(register: RegisterFn) -> None:
     nim, openai = _backend_factory("nim"), _backend_factory("openai")
-    register("nim", lambda options, context: nim(options), options=NimOptions,
+
+    def with_metrics(make: Callable[[Any], OpenAICompatBackend]) -> Callable[..., OpenAICompatBackend]:
+        def create(options: Any, context: Context, id: str) -> OpenAICompatBackend:
+            backend = make(options)
+            register_pool_metrics(context, id, backend.pool)
+            return backend
+
+        return create
+
+    register("nim", with_metrics(nim), options=NimOptions,
              help="NVIDIA NIM for VLMs (/v1/chat/completions, video clips, /think)")
-    register("openai", lambda options, context: openai(options), options=OpenAIOptions,
+    register("openai", with_metrics(openai), options=OpenAIOptions,
              help="Any OpenAI-compatible server: vLLM, llama.cpp, LM Studio, OpenAI")

@@ -1,18 +1,24 @@
-"""HTTP plumbing shared by the VLM backends: pooled client, retries, failover, limits.
+"""HTTP plumbing shared by the VLM backends: pooled client, retries, a pool of servers, limits.
 
-One :class:`ServerPool` per backend instance holds one pooled
-``httpx.AsyncClient`` for all its base URLs and gives every request:
+One :class:`ServerPool` per backend instance holds one ``httpx.AsyncClient``
+(on :class:`~.transport.AiohttpTransport`, whose cost per request does not grow
+with the number of connections) for all its base URLs and gives every request:
 
 - connect and read timeouts (per read: a streamed answer may take longer in
   total, which is why callers also bound the whole call);
-- a bounded number of requests in flight (an ``asyncio.Semaphore``); requests
-  over the limit wait for a slot;
-- failover across base URLs: requests are spread round-robin over the servers
-  that answer; one that refuses a connection is skipped for a cool-down that
-  doubles while it stays dead (1 s .. 30 s), and is tried again afterwards;
+- the least-loaded healthy server: each request goes to the server with the
+  fewest requests in flight (ties in turn), at most ``max_in_flight`` per
+  server; requests over that wait for a slot;
+- health: a server that refuses connections is taken out with a back-off that
+  doubles while it stays dead (1 s .. 30 s) and is probed in the background
+  (``probe_path``); it takes requests again once a probe gets any HTTP answer.
+  Only when every server is out do requests try them anyway, soonest back first;
 - retries with exponential backoff on connection errors and dropped
-  connections, and on 429/503 (waiting what ``Retry-After`` asks, when the
-  deadline allows).
+  connections (on the other servers first), and on 429/503 (waiting what
+  ``Retry-After`` asks, when the deadline allows).
+
+Per-server health, load and outcomes are Prometheus metrics on
+``context.metrics`` (:func:`register_pool_metrics`), served at ``/metrics``.
 
 What a server says in an error body is turned into a
 :class:`~framelens.BackendError` by the backend's ``parse_error`` callback, so
@@ -23,21 +29,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json as json_module
 import logging
+import os
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from pydantic import SecretStr, field_validator
 
-from framelens import BackendError, CommaList, Field, Options
+from framelens import BackendError, CommaList, Context, Field, Options, redact
 from framelens.web import parse_retry_after
 
-__all__ = ["HttpBackendOptions", "ServerPool", "parse_json_error", "parse_retry_after"]
+from .transport import AiohttpTransport
+
+__all__ = ["HttpBackendOptions", "ServerPool", "parse_json_error", "parse_retry_after", "register_pool_metrics"]
 
 log = logging.getLogger("framelens.backend")
 
@@ -53,7 +66,8 @@ class HttpBackendOptions(Options):
     timeout: float = Field(60.0, gt=0, description="Seconds to wait for an answer (per call)")
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to wait for a connection")
     retries: int = Field(2, ge=0, le=10, description="Retries on connection errors, 429 and 503")
-    max_in_flight: int = Field(4, ge=1, le=256, description="Requests in flight at once; more wait")
+    max_in_flight: int = Field(64, ge=1, le=4096, description="Requests in flight per server (a pool of N "
+                                                            "servers takes N times as many); more wait")
 
     @field_validator("url")
     @classmethod
@@ -105,12 +119,21 @@ ErrorParser = Callable[[int, bytes, str], BackendError]
 """``parse_error(status, body, url) -> BackendError`` for an answer with status >= 400."""
 
 
-@dataclass
+@dataclass(eq=False)
 class _Server:
     url: str
     dead_until: float = 0.0
     failures: int = 0
     last_error: str = ""
+    in_flight: int = 0
+    last_pick: int = 0
+    requests: int = 0
+    errors: int = 0
+    probing: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def up(self) -> bool:
+        return self.failures == 0
 
 
 class ServerPool:
@@ -122,6 +145,8 @@ class ServerPool:
         parse_error: turns an error answer into a :class:`BackendError`.
         unreachable_hint: appended to "not reachable" messages (how to start the server).
         headers: sent with every request (``Authorization``...).
+        max_in_flight: requests in flight per server.
+        probe_path: ``GET url + probe_path`` checks a server that was taken out.
     """
 
     cooldown_max = 30.0
@@ -138,7 +163,8 @@ class ServerPool:
         timeout: float = 60.0,
         connect_timeout: float = 5.0,
         retries: int = 2,
-        max_in_flight: int = 4,
+        max_in_flight: int = 64,
+        probe_path: str = "",
     ) -> None:
         if not urls:
             raise ValueError("ServerPool needs at least one URL")
@@ -151,59 +177,103 @@ class ServerPool:
         self.connect_timeout = connect_timeout
         self.retries = retries
         self.max_in_flight = max_in_flight
+        self.probe_path = probe_path
         self.requests = 0
         self.retried = 0
-        self._cursor = 0
+        self._picks = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
         self._client: httpx.AsyncClient | None = None
-        self._slots: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def urls(self) -> list[str]:
         return [s.url for s in self.servers]
 
-    # -- client and limits, bound to the loop that first uses them --------------------------
+    def stats(self) -> list[dict[str, Any]]:
+        """Per server: ``url``, ``up``, ``in_flight``, ``requests``, ``errors``, ``last_error``."""
+        return [{"url": s.url, "up": s.up, "in_flight": s.in_flight, "requests": s.requests, "errors": s.errors,
+                 "last_error": s.last_error} for s in self.servers]
 
-    def _bind(self) -> tuple[httpx.AsyncClient, asyncio.Semaphore]:
+    # -- client, bound to the loop that first uses it ---------------------------------------
+
+    def _bind(self) -> httpx.AsyncClient:
         loop = asyncio.get_running_loop()
-        if self._client is None or self._slots is None or self._loop is not loop:
+        if self._client is None or self._loop is not loop:
             # A client's connections belong to one event loop; a backend normally
             # lives on context.runner's loop for its whole life.
             self._loop = loop
+            self._waiters.clear()
             self._client = httpx.AsyncClient(
                 headers=self.headers,
                 timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
-                limits=httpx.Limits(max_connections=self.max_in_flight * len(self.servers),
-                                    max_keepalive_connections=self.max_in_flight * len(self.servers)),
+                transport=AiohttpTransport(),
             )
-            self._slots = asyncio.Semaphore(self.max_in_flight)
-        return self._client, self._slots
+        return self._client
 
     async def aclose(self) -> None:
+        for server in self.servers:
+            task, server.probing = server.probing, None
+            if task is not None:
+                task.cancel()
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
 
     # -- choosing a server -------------------------------------------------------------------
 
-    def _order(self) -> list[_Server]:
-        """Servers to try for one request: the live ones, rotated so load spreads;
-        only when none is live, the dead ones, soonest back first."""
+    def _candidates(self, tried: set[_Server]) -> list[_Server]:
+        """Servers this request may still use: the healthy ones; only when none is
+        healthy, the ones taken out, soonest back first."""
         now = time.monotonic()
         live = [s for s in self.servers if s.dead_until <= now]
-        if not live:
-            return sorted(self.servers, key=lambda s: s.dead_until)
-        self._cursor = (self._cursor + 1) % len(live)
-        return live[self._cursor:] + live[: self._cursor]
+        if live:
+            return [s for s in live if s not in tried]
+        return [s for s in sorted(self.servers, key=lambda s: s.dead_until) if s not in tried]
+
+    async def _acquire(self, tried: set[_Server], deadline: float) -> _Server | None:
+        """A slot on the least-loaded candidate (waiting while all are full); ``None`` if none is left."""
+        while True:
+            candidates = self._candidates(tried)
+            if not candidates:
+                return None
+            best = min(candidates, key=lambda s: (s.in_flight, s.last_pick))
+            if best.in_flight < self.max_in_flight:
+                self._picks += 1
+                best.last_pick = self._picks
+                best.in_flight += 1
+                return best
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise BackendError(f"{self.service}: every server had {self.max_in_flight} requests in flight "
+                                   "for the whole time limit", kind="timeout")
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await asyncio.wait_for(waiter, remaining)
+            except asyncio.TimeoutError:
+                pass
+            finally:
+                if not waiter.done():
+                    waiter.cancel()
+
+    def _release(self, server: _Server) -> None:
+        server.in_flight -= 1
+        self._wake_one()
 
     def _mark_dead(self, server: _Server, reason: str) -> None:
-        server.failures += 1
+        server.errors += 1
         server.last_error = reason
+        if server.dead_until > time.monotonic():
+            # Requests that were under way when it died: one outage, one back-off step (the probe grows it).
+            return
+        server.failures += 1
         cooldown = min(self.cooldown_max, 2.0 ** (server.failures - 1))
         server.dead_until = time.monotonic() + cooldown
         if server.failures == 1:
             others = " (using the other servers meanwhile)" if len(self.servers) > 1 else ""
             log.warning("%s at %s is not reachable: %s%s", self.service, server.url, reason, others)
+        if server.probing is None or server.probing.done():
+            server.probing = asyncio.get_running_loop().create_task(self._probe(server))
 
     def _mark_alive(self, server: _Server) -> None:
         if server.failures:
@@ -211,6 +281,35 @@ class ServerPool:
         server.failures = 0
         server.dead_until = 0.0
         server.last_error = ""
+        # A server that is back has room: wake requests that waited for a slot.
+        for _ in range(min(len(self._waiters), self.max_in_flight)):
+            self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    async def _probe(self, server: _Server) -> None:
+        """Until ``server`` answers again: wait out its back-off, then try it."""
+        while server.failures:
+            await asyncio.sleep(max(0.0, server.dead_until - time.monotonic()))
+            if not server.failures or self._client is None:
+                return
+            try:
+                response = await self._client.get(server.url + self.probe_path,
+                                                  timeout=httpx.Timeout(self.connect_timeout))
+                await response.aclose()
+            except httpx.HTTPError as exc:
+                if server.failures:
+                    server.failures += 1
+                    server.last_error = _describe(exc)
+                    server.dead_until = time.monotonic() + min(self.cooldown_max, 2.0 ** (server.failures - 1))
+                continue
+            # Any HTTP answer, even an error status, means requests reach it again.
+            self._mark_alive(server)
 
     def _unreachable(self, errors: list[tuple[str, str]]) -> BackendError:
         hint = f" {self.unreachable_hint}" if self.unreachable_hint else ""
@@ -231,17 +330,22 @@ class ServerPool:
 
         Retries and failover happen before anything is yielded. Errors are raised
         as :class:`BackendError`; reading the body may still raise httpx errors,
-        which :meth:`translate` maps.
+        which :meth:`translate` maps. The server's slot is held until the block ends.
         """
-        client, slots = self._bind()
+        client = self._bind()
         total = timeout if timeout is not None else self.timeout
         deadline = time.monotonic() + total
-        async with slots:
-            response = await self._open(client, method, path, json, deadline)
+        response, server = await self._open(client, method, path, json, deadline)
+        try:
+            yield response
+        except BaseException:
+            server.errors += 1
+            raise
+        finally:
             try:
-                yield response
-            finally:
                 await response.aclose()
+            finally:
+                self._release(server)
 
     async def request(self, method: str, path: str, *, json: Any = None, timeout: float | None = None) -> Any:
         """Send a request and return its JSON body (a :class:`BackendError` if it is not JSON)."""
@@ -258,7 +362,7 @@ class ServerPool:
                 f"{body[:200]!r}", kind="server", status=response.status_code) from None
 
     async def _open(self, client: httpx.AsyncClient, method: str, path: str, payload: Any,
-                    deadline: float) -> httpx.Response:
+                    deadline: float) -> tuple[httpx.Response, _Server]:
         self.requests += 1
         errors: list[tuple[str, str]] = []
         busy: BackendError | None = None
@@ -271,37 +375,54 @@ class ServerPool:
                 self.retried += 1
                 await asyncio.sleep(pause)
             busy = None
-            for server in self._order():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise BackendError(f"{self.service} did not answer within the time limit", kind="timeout")
+            tried: set[_Server] = set()
+            dropped: set[_Server] = set()
+            while (server := await self._acquire(tried, deadline)) is not None:
+                tried.add(server)
+                held = True
                 try:
-                    request = client.build_request(
-                        method, server.url + path, json=payload,
-                        timeout=httpx.Timeout(remaining, connect=min(self.connect_timeout, remaining)),
-                    )
-                    response = await client.send(request, stream=True)
-                except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-                    self._mark_dead(server, _describe(exc))
-                    errors.append((server.url, _describe(exc)))
-                    continue
-                except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                    # It took the connection and dropped it before answering: try again.
-                    errors.append((server.url, _describe(exc)))
-                    continue
-                except httpx.TimeoutException:
-                    raise BackendError(f"{self.service} at {server.url} did not answer within "
-                                       f"{self.timeout:g} s", kind="timeout") from None
-                self._mark_alive(server)
-                if response.status_code < 400:
-                    return response
-                error = self.parse_error(response.status_code, await _read_quietly(response), server.url)
-                if response.status_code not in (429, 503):
-                    raise error
-                # Busy: another server may have room; otherwise wait as long as it asks.
-                error.retry_after = parse_retry_after(response.headers.get("retry-after"))
-                if busy is None or (error.retry_after or 0) < (busy.retry_after or 0):
-                    busy = error
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise BackendError(f"{self.service} did not answer within the time limit", kind="timeout")
+                    server.requests += 1
+                    try:
+                        request = client.build_request(
+                            method, server.url + path, json=payload,
+                            timeout=httpx.Timeout(remaining, connect=min(self.connect_timeout, remaining)),
+                        )
+                        response = await client.send(request, stream=True)
+                    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                        self._mark_dead(server, _describe(exc))
+                        errors.append((server.url, _describe(exc)))
+                        continue
+                    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+                        # It took the connection and dropped it before answering: try again, on this
+                        # server once more (a keep-alive connection it had closed) and on the others.
+                        server.errors += 1
+                        errors.append((server.url, _describe(exc)))
+                        if server not in dropped:
+                            dropped.add(server)
+                            tried.discard(server)
+                        continue
+                    except httpx.TimeoutException:
+                        server.errors += 1
+                        raise BackendError(f"{self.service} at {server.url} did not answer within "
+                                           f"{self.timeout:g} s", kind="timeout") from None
+                    self._mark_alive(server)
+                    if response.status_code < 400:
+                        held = False
+                        return response, server
+                    server.errors += 1
+                    error = self.parse_error(response.status_code, await _read_quietly(response), server.url)
+                    if response.status_code not in (429, 503):
+                        raise error
+                    # Busy: another server may have room; otherwise wait as long as it asks.
+                    error.retry_after = parse_retry_after(response.headers.get("retry-after"))
+                    if busy is None or (error.retry_after or 0) < (busy.retry_after or 0):
+                        busy = error
+                finally:
+                    if held:
+                        self._release(server)
         if busy is not None:
             raise busy
         raise self._unreachable(errors)
@@ -323,10 +444,12 @@ def _describe(exc: BaseException) -> str:
         chain.append(cur)
         cur = cur.__cause__ or cur.__context__
     for err in chain:
-        if isinstance(err, ConnectionRefusedError) or "refused" in str(err).lower():
+        if isinstance(err, ConnectionRefusedError) or "refused" in str(err).lower() or (
+                isinstance(err, OSError) and err.errno == errno.ECONNREFUSED):
             return "connection refused"
-        if isinstance(err, OSError) and err.errno is not None and err.strerror:
-            return err.strerror.lower()
+        if isinstance(err, OSError) and err.errno is not None:
+            # asyncio's strerror is "Connect call failed (...)"; the OS's wording is clearer.
+            return os.strerror(err.errno).lower()
     if isinstance(exc, httpx.ConnectTimeout):
         return "connection timed out"
     if isinstance(exc, httpx.RemoteProtocolError):
@@ -343,3 +466,37 @@ async def _read_quietly(response: httpx.Response) -> bytes:
         return b""
     finally:
         await response.aclose()
+
+
+class _PoolMetrics(Collector):
+    """``framelens_backend_server_*``: every pool of the run, read at scrape time."""
+
+    def __init__(self, context: Context) -> None:
+        self.pools: dict[str, ServerPool] = {}
+        context.metrics.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["backend", "server"]
+        up = GaugeMetricFamily("framelens_backend_server_up",
+                               "1 while the server takes requests, 0 while it is out (probed in the background)",
+                               labels=labels)
+        in_flight = GaugeMetricFamily("framelens_backend_server_in_flight", "Requests in flight on the server",
+                                      labels=labels)
+        requests = CounterMetricFamily("framelens_backend_server_requests", "Requests sent to the server",
+                                       labels=labels)
+        errors = CounterMetricFamily("framelens_backend_server_errors",
+                                     "Requests to the server that failed (refused, dropped, timed out, HTTP >= 400)",
+                                     labels=labels)
+        for name, pool in list(self.pools.items()):
+            for s in pool.servers:
+                key = [name, redact(s.url)]
+                up.add_metric(key, 1.0 if s.up else 0.0)
+                in_flight.add_metric(key, s.in_flight)
+                requests.add_metric(key, s.requests)
+                errors.add_metric(key, s.errors)
+        yield from (up, in_flight, requests, errors)
+
+
+def register_pool_metrics(context: Context, backend: str, pool: ServerPool) -> None:
+    """Expose ``pool``'s per-server health and load in ``/metrics``, labelled ``backend=NAME``."""
+    context.state("vlm.pool-metrics", lambda: _PoolMetrics(context)).pools[backend] = pool

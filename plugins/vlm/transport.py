@@ -1,0 +1,139 @@
+"""An ``httpx`` transport on aiohttp's connection pool, for the VLM backends.
+
+httpx's own pool (httpcore) scans every pooled connection against every queued
+request on each state change, so its CPU cost per request grows with the pool
+and the queue: at 64 concurrent backend calls it spent 5 ms of CPU per request
+and the service collapsed (issue 15). aiohttp's connector hands a free
+keep-alive connection out of a per-host deque, whose cost does not depend on
+how many there are. The backends keep httpx's API (``AsyncClient``, requests,
+streamed responses, ``httpx.HTTPError``); only the transport underneath changes.
+
+aiohttp's errors become the httpx exceptions that mean the same thing, so the
+pool's retry and failover rules and its messages stay right:
+
+==========================================  ==========================
+aiohttp                                     httpx
+==========================================  ==========================
+connection refused, DNS, TLS handshake      ``ConnectError``
+connect timeout                             ``ConnectTimeout``
+read timeout (no byte for ``read`` s)       ``ReadTimeout``
+server closed before / during the answer    ``RemoteProtocolError``
+socket error while reading / writing        ``ReadError`` / ``WriteError``
+malformed HTTP                              ``RemoteProtocolError``
+==========================================  ==========================
+
+A dropped connection is never reported as a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import httpx
+from yarl import URL
+
+__all__ = ["AiohttpTransport", "map_error"]
+
+_CHUNK = 64 * 1024
+
+
+def map_error(exc: BaseException, request: httpx.Request, *, sent: bool) -> httpx.TransportError:
+    """The httpx exception for an aiohttp (or socket) error; ``sent``: the request was written."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(message, request=request)
+    if isinstance(exc, (aiohttp.SocketTimeoutError, aiohttp.ServerTimeoutError, asyncio.TimeoutError)):
+        return httpx.ReadTimeout(message, request=request)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return httpx.ConnectError(message, request=request)
+    if isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError,
+                        aiohttp.ClientResponseError)):
+        return httpx.RemoteProtocolError(message, request=request)
+    if isinstance(exc, (aiohttp.ClientOSError, OSError)):
+        return (httpx.ReadError if sent else httpx.WriteError)(message, request=request)
+    return httpx.RemoteProtocolError(message, request=request)
+
+
+class _Body(httpx.AsyncByteStream):
+    """An aiohttp response body as httpx's stream; closing it returns the connection to the pool."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_chunked(_CHUNK):
+                yield chunk
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise map_error(exc, self._request, sent=True) from exc
+
+    async def aclose(self) -> None:
+        # release() keeps a fully read connection alive and closes one that was cut short.
+        self._response.release()
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """``httpx.AsyncClient(transport=AiohttpTransport())``: httpx's API on aiohttp's pool.
+
+    ``max_connections`` bounds the pool per host (0: unbounded; callers bound
+    concurrency themselves). Content-Encoding is left to httpx, which decodes it
+    as usual. Timeouts come from each request's httpx ``timeout`` extension.
+    Bound to the event loop that sends the first request.
+    """
+
+    def __init__(self, *, max_connections: int = 0, keepalive_expiry: float = 30.0) -> None:
+        self.max_connections = max_connections
+        self.keepalive_expiry = keepalive_expiry
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.max_connections,
+                                             keepalive_timeout=self.keepalive_expiry, enable_cleanup_closed=False,
+                                             ttl_dns_cache=10)
+            # No cookies, no default headers, no decoding: httpx does what it always does with the answer.
+            self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
+                                                  cookie_jar=aiohttp.DummyCookieJar(),
+                                                  skip_auto_headers=("User-Agent",),
+                                                  timeout=aiohttp.ClientTimeout(total=None))
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts: dict[str, Any] = request.extensions.get("timeout") or {}
+        connect = timeouts.get("connect")
+        pool = timeouts.get("pool")
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=None if connect is None and pool is None else (connect or 0) + (pool or 0),
+            sock_connect=connect,
+            sock_read=timeouts.get("read"),
+        )
+        body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        sent = False
+        try:
+            response = await self._get_session().request(
+                request.method, URL(str(request.url), encoded=True), headers=headers, data=body or None,
+                timeout=timeout, allow_redirects=False, compress=None, auto_decompress=False,
+            )
+            sent = True
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            # A server that closed the connection before answering was sent the request.
+            sent = isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError))
+            raise map_error(exc, request, sent=sent) from exc
+        return httpx.Response(
+            status_code=response.status,
+            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
+            stream=_Body(response, request),
+            extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
+            request=request,
+        )
+
+    async def aclose(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
