@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from framelens import ConfigError, Context, Options, RegisterFn, hookimpl
+from framelens import CommandRegister, ConfigError, Context, Options, RegisterFn, hookimpl
 
 from . import local, ollama, openai
 from .describer import DescribeOptions, Describer, DescriberOptions, Description
@@ -24,6 +24,13 @@ from .ollama import OllamaDescriberOptions
 from .openai import NimDescriberOptions, OpenAIDescriberOptions
 
 __all__ = ["DescribeOptions", "Describer", "DescriberOptions", "Description"]
+
+
+@hookimpl
+def register_commands(cli: CommandRegister) -> None:
+    from .local.commands import add_commands
+
+    add_commands(cli)
 
 
 @hookimpl

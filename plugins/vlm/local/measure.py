@@ -1,0 +1,101 @@
+"""Timing an engine: prompt, first token, decode speed at batch 1 and batch N, vision per image.
+
+Used by ``framelens engine bench`` and ``bench/local_engine.py``. Every number
+comes from a real request through the engine thread (the same path the
+backend uses), with the engine's own usage and timings.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from framelens import ChatMessage, ImagePart, TextPart, Usage, VLMTimings
+
+from .engine import EngineAPI
+
+__all__ = ["frame", "measure_engine", "run_batch"]
+
+
+def frame(seed: int, h: int = 480, w: int = 640) -> np.ndarray:
+    """A camera-sized random BGR frame."""
+    return np.random.RandomState(seed).randint(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def _messages(img: np.ndarray, text: str = "Describe what is in this picture in one short sentence.") -> list[
+        ChatMessage]:
+    return [ChatMessage("user", (ImagePart(image=img), TextPart(text)))]
+
+
+def run_batch(engine: EngineAPI, prompts: Sequence[Any], tokens: int, *, ignore_eos: bool = True,
+              timeout: float = 600) -> tuple[float, list[tuple[Usage, VLMTimings]]]:
+    """Run ``prompts`` together; wall seconds and each one's usage and timings."""
+    done = threading.Semaphore(0)
+    results: list[Any] = [None] * len(prompts)
+    eos = engine.model.eos
+    if ignore_eos:
+        engine.model.eos = frozenset()  # measure exactly `tokens` tokens per request
+    try:
+        jobs = []
+        for i, p in enumerate(prompts):
+            def sink(kind: str, value: Any, i: int = i) -> None:
+                if kind in ("done", "error"):
+                    results[i] = value
+                    done.release()
+            jobs.append(engine.job(p, max_tokens=tokens, sampling=engine.sampling(temperature=0, top_p=1, top_k=0,
+                                                                                  seed=None), sink=sink))
+        started = time.perf_counter()
+        for j in jobs:
+            engine.submit(j)
+        for _ in jobs:
+            if not done.acquire(timeout=timeout):
+                raise TimeoutError("the engine did not finish")
+        wall = time.perf_counter() - started
+    finally:
+        engine.model.eos = eos
+    out = []
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+        _, usage, timings = r
+        out.append((usage, timings))
+    return wall, out
+
+
+def measure_engine(engine: EngineAPI, *, tokens: int = 64, batch: int = 8, repeats: int = 3) -> dict[str, Any]:
+    """The engine's figures (seconds, tokens/s); medians of ``repeats`` runs."""
+    model = engine.model
+    one = [model.prompt(_messages(frame(i))) for i in range(repeats + 1)]
+    run_batch(engine, one[:1], 4)  # warm-up
+    singles = [run_batch(engine, [p], tokens)[1][0] for p in one[1:]]
+    decode = statistics.median((u.completion_tokens - 1) / t.generate_s for u, t in singles if t.generate_s)
+    ttft = statistics.median(t.first_token_s or 0.0 for _, t in singles)
+    many = [model.prompt(_messages(frame(100 + i))) for i in range(batch)]
+    wall, res = run_batch(engine, many, tokens)
+    aggregate = sum(u.completion_tokens for u, _ in res) / wall
+    px = one[0].pixels[0][None]
+    vision = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            model.vision(px)
+        vision.append(time.perf_counter() - t0)
+    captions = []
+    for i in range(repeats):
+        img = frame(200 + i)
+        t0 = time.perf_counter()
+        prompt = model.prompt(_messages(img))
+        run_batch(engine, [prompt], 32)
+        captions.append(time.perf_counter() - t0)
+    return {
+        "prompt_tokens": len(one[0].ids), "image_tokens": one[0].spans[0].end - one[0].spans[0].start,
+        "decode_tok_s_b1": round(decode, 1), f"decode_tok_s_b{batch}_total": round(aggregate, 1),
+        "vision_s_per_image": round(statistics.median(vision), 5), "first_token_s": round(ttft, 4),
+        "frame_to_32_tokens_s": round(statistics.median(captions), 4),
+    }
