@@ -1,0 +1,187 @@
+"""Cost of the Responses API: ``/v1/responses`` vs ``/v1/chat/completions`` through framelens, and direct.
+
+One run, same machine, same load generator, same instant backend (a bare
+asyncio OpenAI-compatible server in its own process that answers in one write),
+side by side:
+
+- direct: the load generator calls the backend's /v1/chat/completions;
+- chat: ``framelens serve --backend openai`` in front of it, /v1/chat/completions;
+- responses: the same framelens, /v1/responses with the equivalent request
+  (validated as a Responses request, turned into the chat request, answered
+  as a response object).
+
+Reports requests per second, latency percentiles, the median latency the
+Responses API adds over chat completions (ms), and the throughput ratios
+responses/chat and responses/direct.
+
+    .venv/bin/python bench/responses_overhead.py [--seconds 5] [--concurrency 1 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = "nvidia/nemotron-nano-12b-v2-vl"
+CHAT_BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hello!"}],
+                        "max_tokens": 16}).encode()
+RESPONSES_BODY = json.dumps({"model": MODEL, "input": "Hello!", "max_output_tokens": 16}).encode()
+_ANSWER = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1700000000, "model": MODEL,
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help you today?"},
+                 "finish_reason": "stop", "logprobs": None}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 8, "total_tokens": 17},
+}).encode()
+_MODELS = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model", "created": 0,
+                                                  "owned_by": "bench"}]}).encode()
+
+
+async def _serve_instant(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The instant backend: parses each request (JSON body included) and answers in one write."""
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            path = lines[0].split(" ")[1]
+            length = next((int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                           if k.strip().lower() == "content-length"), 0)
+            body = await reader.readexactly(length) if length else b""
+            payload = _ANSWER if path.endswith("/chat/completions") and json.loads(body) else _MODELS
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                         + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+def run_instant_backend(port: int) -> None:
+    async def serve() -> None:
+        server = await asyncio.start_server(_serve_instant, "127.0.0.1", port, backlog=1024)
+        async with server:
+            await server.serve_forever()
+
+    asyncio.run(serve())
+
+
+def start(args: list[str], ready_url: str) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{args} exited: {proc.stderr.read().decode() if proc.stderr else ''}")
+        try:
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit(f"{args} did not come up")
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ", 2)[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+    await reader.readexactly(int(headers.get("content-length", "0")))
+    return status
+
+
+async def _caller(port: int, path: str, body: bytes, until: float, latencies: list[float],
+                  errors: list[int]) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    try:
+        while time.perf_counter() < until:
+            t0 = time.perf_counter()
+            writer.write(request)
+            status = await _read_response(reader)
+            latencies.append(time.perf_counter() - t0)
+            if status != 200:
+                errors.append(status)
+    finally:
+        writer.close()
+
+
+async def _load(port: int, path: str, body: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: list[int] = []
+    started = time.perf_counter()
+    until = started + seconds
+    await asyncio.gather(*(_caller(port, path, body, until, latencies, errors) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies)
+
+    def pct(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000, 3)
+
+    return {"requests": len(latencies), "errors": len(errors), "rps": round(len(latencies) / elapsed, 1),
+            "p50_ms": pct(50), "p90_ms": pct(90), "p99_ms": pct(99),
+            "mean_ms": round(statistics.fmean(latencies) * 1000, 3)}
+
+
+def measure(port: int, path: str, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
+    asyncio.run(_load(port, path, body, concurrency, warmup))
+    return asyncio.run(_load(port, path, body, concurrency, seconds))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per side and concurrency")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16])
+    parser.add_argument("--instant-backend", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.instant_backend:
+        run_instant_backend(args.instant_backend)
+        return
+    backend_port, framelens_port = free_port(), free_port()
+    backend = start([str(Path(__file__).resolve()), "--instant-backend", str(backend_port)],
+                    f"http://127.0.0.1:{backend_port}/v1/models")
+    framelens = None
+    try:
+        framelens = start(["-m", "framelens", "serve", "--port", str(framelens_port), "--backend", "openai",
+                           "-c", f"openai-url=http://127.0.0.1:{backend_port}/v1", "-c", f"openai-model={MODEL}",
+                           "-c", "openai-max-in-flight=8", "-c", "http-max-concurrency=256",
+                           "--log-level", "warning"],
+                          f"http://127.0.0.1:{framelens_port}/v1/health/ready")
+        report: dict[str, Any] = {"cpus": os.cpu_count(), "seconds": args.seconds, "results": []}
+        for c in args.concurrency:
+            direct = measure(backend_port, "/v1/chat/completions", CHAT_BODY, c, args.seconds, args.warmup)
+            chat = measure(framelens_port, "/v1/chat/completions", CHAT_BODY, c, args.seconds, args.warmup)
+            responses = measure(framelens_port, "/v1/responses", RESPONSES_BODY, c, args.seconds, args.warmup)
+            report["results"].append({
+                "concurrency": c, "direct": direct, "chat": chat, "responses": responses,
+                "responses_added_p50_ms": round(responses["p50_ms"] - chat["p50_ms"], 3),
+                "responses_vs_chat": round(responses["rps"] / chat["rps"], 3) if chat["rps"] else None,
+                "responses_vs_direct": round(responses["rps"] / direct["rps"], 3) if direct["rps"] else None,
+            })
+        print(json.dumps(report, indent=1))
+    finally:
+        for proc in (framelens, backend):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+
+
+if __name__ == "__main__":
+    main()
