@@ -48,7 +48,6 @@ def has_gstreamer() -> bool:
     return bool(match and match.group(1).upper() == "YES")
 
 
-_ENV_LOCK = threading.Lock()
 _QUIET_LOCK = threading.Lock()
 _quiet_depth = 0
 _saved_level = 0
@@ -76,31 +75,66 @@ def quiet_opencv() -> Iterator[None]:
                 cv2.utils.logging.setLogLevel(_saved_level)
 
 
+class _SharedEnv:
+    """Lets opens that need the same ``OPENCV_FFMPEG_CAPTURE_OPTIONS`` run at once.
+
+    OpenCV reads the variable when an open starts; opens with one value share it
+    (all RTSP cameras of a run do), an open that needs another value waits until
+    the current users are done. So a camera that takes its whole open timeout
+    never holds up the opens of other cameras.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._value: str | None = None
+        self._users = 0
+        self._previous: str | None = None
+
+    @contextmanager
+    def using(self, ours: str) -> Iterator[None]:
+        with self._cond:
+            while self._users and self._value != ours:
+                self._cond.wait()
+            if self._users == 0:
+                self._value = ours
+                self._previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
+                if ours:
+                    # FFmpeg's dictionary keeps the last value of a repeated key.
+                    os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(filter(None, [self._previous, ours]))
+            self._users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._users -= 1
+                if self._users == 0:
+                    if self._previous is None:
+                        os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
+                    else:
+                        os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = self._previous
+                    self._value = None
+                    self._cond.notify_all()
+
+
+_ENV = _SharedEnv()
+
+
 def open_ffmpeg_capture(url: str, *, options: Mapping[str, str] | None = None, open_timeout: float = 10.0,
                         read_timeout: float = 10.0) -> cv2.VideoCapture:
     """Open ``url`` with OpenCV's FFmpeg backend, passing FFmpeg ``options`` and timeouts.
 
     OpenCV reads FFmpeg options only from the ``OPENCV_FFMPEG_CAPTURE_OPTIONS``
     environment variable, at open time. This sets it for the duration of the
-    open, under a lock so that concurrent opens never see each other's options
-    (opens through this function are therefore serialised). Options the user
-    put in that variable still apply; ``options`` win where both set a key.
+    open so that concurrent opens never see each other's options: opens with
+    the same options run in parallel, an open with other options waits for
+    them. Options the user put in that variable still apply; ``options`` win
+    where both set a key.
     """
     params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout * 1000),
               cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(read_timeout * 1000)]
     ours = "|".join(f"{k};{v}" for k, v in (options or {}).items())
-    with _ENV_LOCK:
-        previous = os.environ.get("OPENCV_FFMPEG_CAPTURE_OPTIONS")
-        if ours:
-            # FFmpeg's dictionary keeps the last value of a repeated key.
-            os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = "|".join(filter(None, [previous, ours]))
-        try:
-            return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
-        finally:
-            if previous is None:
-                os.environ.pop("OPENCV_FFMPEG_CAPTURE_OPTIONS", None)
-            else:
-                os.environ["OPENCV_FFMPEG_CAPTURE_OPTIONS"] = previous
+    with _ENV.using(ours):
+        return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
 
 
 def as_bgr(image: np.ndarray) -> np.ndarray:

@@ -111,8 +111,11 @@ _users = 0
 
 
 @contextlib.contextmanager
-def echo_service(http: Mapping[str, Any] | None = None, **knobs: Any) -> Iterator[tuple[Running, EchoBackend]]:
-    """:func:`running_service` in front of a fresh ``echo`` backend (``knobs`` set its attributes)."""
+def echo_service(http: Mapping[str, Any] | None = None, *,
+                 namespaces: Mapping[str, Mapping[str, Any]] | None = None,
+                 **knobs: Any) -> Iterator[tuple[Running, EchoBackend]]:
+    """:func:`running_service` in front of a fresh ``echo`` backend (``knobs`` set its attributes;
+    ``namespaces`` other components' options, e.g. ``{"rtsp": {"open_timeout": 1}}``)."""
     global _users
     stack = contextlib.ExitStack()
     if _users == 0:
@@ -122,7 +125,7 @@ def echo_service(http: Mapping[str, Any] | None = None, **knobs: Any) -> Iterato
         with stack:
             _knobs.clear()
             _knobs.update(knobs)
-            with running_service(http) as running:
+            with running_service(http, namespaces) as running:
                 backend = running.service.state.backend
                 assert isinstance(backend, EchoBackend)
                 yield running, backend

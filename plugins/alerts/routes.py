@@ -83,6 +83,9 @@ async def _json_object(request: Request) -> dict[str, Any]:
         data = json.loads(body) if body else None
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"could not parse the JSON body of the request: {exc}", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(400, "could not parse the JSON body of the request: nested too deeply",
+                       code="invalid_json") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_request")
     return data

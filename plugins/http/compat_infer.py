@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, StrictInt
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -24,7 +24,7 @@ from .gateway import request_id
 from .live import is_live_url
 from .media import decode_base64_image
 from .routing import RouteTable, json_response, read_json
-from .schema import StrictModel
+from .schema import MAX_TOKENS, StrictModel
 from .state import api_state
 
 __all__ = ["InferRequest", "add_infer_routes"]
@@ -33,7 +33,7 @@ __all__ = ["InferRequest", "add_infer_routes"]
 class InferRequest(StrictModel):
     prompt: str = Field(min_length=1, description="Text prompt or question about the image")
     image: str = Field(min_length=1, description="Base64 image, with or without a data URL prefix, or stream://ID")
-    max_tokens: int = Field(256, ge=1, le=32768)
+    max_tokens: StrictInt = Field(256, ge=1, le=MAX_TOKENS)
     temperature: float = Field(0.7, ge=0, le=2)
     top_p: float = Field(0.95, ge=0, le=1)
 

@@ -30,7 +30,7 @@ from .errors import ApiError
 from .live import is_live_url
 from .media import decode_base64_image
 from .routing import RouteTable, json_response, read_json
-from .schema import StrictModel
+from .schema import MAX_TOKENS, StrictModel
 from .state import ApiState, api_state
 
 __all__ = ["OllamaChatRequest", "OllamaGenerateRequest", "add_ollama_routes"]
@@ -116,6 +116,9 @@ def _params(api: ApiState, req: _OllamaBase) -> GenerationParams:
         if not number_ok:
             raise ApiError(400, f"options.{option} must be a number, got {value!r}", param=f"options.{option}")
         values[name] = int(value) if name in _INTS else float(value)
+        if name == "max_tokens" and values[name] > MAX_TOKENS:
+            raise ApiError(400, f"options.{option} must be at most {MAX_TOKENS}, got {value!r}",
+                           param=f"options.{option}")
     params = GenerationParams(
         model=req.model, stop=values.pop("stop", ()), json_object=req.format == "json",
         json_schema=req.format if isinstance(req.format, dict) else None,

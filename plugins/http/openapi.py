@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from .schema import ErrorResponse
 
@@ -21,7 +21,44 @@ _ERRORS = {
     "413": "Body or image too large",
     "429": "Too many requests in flight",
     "503": "Backend unavailable",
+    "default": "Any other error (403 refused URL, 409, 415, 422 unusable input, 499, 5xx), in the same shape",
 }
+
+
+class OllamaError(BaseModel):
+    """Ollama's error body, which every ``/api/...`` route (but JPS's ``/api/v1/...``) answers with."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+
+
+class InferErrorDetails(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    param: str | None = None
+    code: str | None = None
+    request_id: str | None = None
+
+
+class InferError(BaseModel):
+    """The llama.cpp vision service's error body (``/infer``)."""
+
+    model_config = ConfigDict(extra="allow")
+    success: bool
+    error: str
+    error_type: str
+    timestamp: str
+    details: InferErrorDetails
+
+
+def _error_schema(path: str, openai: dict[str, Any], components: dict[str, Any]) -> dict[str, Any]:
+    """The error body that ``path`` really answers with (the gateway and handlers agree on it)."""
+    # The same rule as gateway.is_ollama_path (not imported: the gateway imports this module).
+    if path.startswith("/api/") and not path.startswith("/api/v1/"):
+        return _schema_ref(OllamaError, components)
+    if path == "/infer":
+        # The handler's own shape; the gateway's refusals (401, 413 before the body) stay OpenAI's.
+        return {"anyOf": [_schema_ref(InferError, components), openai]}
+    return openai
 
 
 @dataclass(frozen=True)
@@ -108,9 +145,10 @@ def openapi_document(docs: Iterable[RouteDoc], *, title: str, version: str, secu
             content = {t: {"schema": ok_schema if t == "application/json" else {"type": "string"}}
                        for t in doc.response_types}
             responses: dict[str, Any] = {str(doc.status_code): {"description": "Success", "content": content}}
+            error_schema = _error_schema(doc.path, error_ref, components)
             for status, text in {**_ERRORS, **doc.extra_responses}.items():
                 responses[status] = {"description": text,
-                                     "content": {"application/json": {"schema": error_ref}}}
+                                     "content": {"application/json": {"schema": error_schema}}}
             op["responses"] = responses
             if secured and not doc.public:
                 op["security"] = [{"bearer": []}]

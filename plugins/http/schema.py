@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
 
 __all__ = [
     "ChatCompletion",
@@ -18,6 +18,7 @@ __all__ = [
     "ContentPartIn",
     "ErrorResponse",
     "ImageContent",
+    "MAX_TOKENS",
     "MediaIOKwargs",
     "ModelList",
     "ResponseFormat",
@@ -27,6 +28,9 @@ __all__ = [
     "VideoContent",
     "VideoSampling",
 ]
+
+MAX_TOKENS = 32768
+"""The most tokens any route lets one request ask for (``/infer``, chat, Ollama's ``num_predict``)."""
 
 
 class StrictModel(BaseModel):
@@ -147,30 +151,33 @@ class MediaIOKwargs(StrictModel):
 
 
 class ChatCompletionRequest(StrictModel):
+    """A chat completion request. Numbers and booleans are strict: ``"12"`` or ``true`` for
+    ``max_tokens`` is a 400, not a coercion, and token counts share ``/infer``'s bound."""
+
     model: str | None = Field(None, description="Model id; omitted = the backend's default model")
     messages: list[ChatMessageIn] = Field(min_length=1)
-    stream: bool | None = False
+    stream: StrictBool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, ge=0, le=1)
+    max_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=MAX_TOKENS)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2)
+    top_p: StrictFloat | None = Field(None, ge=0, le=1)
     stop: str | list[str] | None = None
-    seed: int | None = None
-    n: int | None = Field(None, ge=1, le=128)
+    seed: StrictInt | None = None
+    n: StrictInt | None = Field(None, ge=1, le=128)
     response_format: ResponseFormat | None = None
-    frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
+    presence_penalty: StrictFloat | None = Field(None, ge=-2, le=2)
     # vLLM/NIM sampling extras that Open WebUI and LangChain send
-    top_k: int | None = Field(None, ge=-1)
-    min_p: float | None = Field(None, ge=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0)
+    top_k: StrictInt | None = Field(None, ge=-1)
+    min_p: StrictFloat | None = Field(None, ge=0, le=1)
+    repetition_penalty: StrictFloat | None = Field(None, gt=0)
     logit_bias: dict[str, float] | None = None
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    logprobs: StrictBool | None = None
+    top_logprobs: StrictInt | None = Field(None, ge=0, le=20)
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    parallel_tool_calls: StrictBool | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
     reasoning_effort: str | None = None
@@ -178,7 +185,7 @@ class ChatCompletionRequest(StrictModel):
     audio: dict[str, Any] | None = None
     prediction: dict[str, Any] | None = None
     web_search_options: dict[str, Any] | None = None
-    store: bool | None = None
+    store: StrictBool | None = None
     metadata: dict[str, str] | None = None
     service_tier: str | None = None
     user: str | None = None

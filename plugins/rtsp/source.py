@@ -7,10 +7,10 @@ import ssl
 import urllib.parse
 from typing import Literal
 
-from framelens import ConfigError, Context, Field, Options
+from framelens import ConfigError, Context, Field, Options, SourceInfo
 from framelens.opencv import FFmpegOptionString, FFmpegStreamSource
 
-__all__ = ["RtspSource", "RtspSourceOptions", "describe_failure", "make_source"]
+__all__ = ["RtspSource", "RtspSourceOptions", "ask_server", "describe_failure", "make_source"]
 
 
 class RtspSourceOptions(Options):
@@ -62,6 +62,16 @@ class RtspSource(FFmpegStreamSource):
             opts.update(probesize="32", fpsprobesize="0", flags="low_delay")
         return opts
 
+    def open(self) -> SourceInfo:
+        # OpenCV holds one process-wide lock for every FFmpeg open, so a host that accepts
+        # the connection and never answers would stall the opens of every other camera for
+        # its whole timeout. Asking the server ourselves first (one DESCRIBE, in parallel
+        # with any other open) keeps silent and non-RTSP hosts away from that lock.
+        ready, reason = ask_server(self.locator, self.address, timeout=self.options.open_timeout, tls=self.tls)
+        if not ready:
+            raise self.error(reason)
+        return super().open()
+
     def _why_not_opened(self) -> str:
         return describe_failure(self.locator, self.address, timeout=min(self.options.open_timeout, 5.0),
                                 tls=self.tls)
@@ -70,6 +80,16 @@ class RtspSource(FFmpegStreamSource):
 def describe_failure(url: str, address: tuple[str, int], *, timeout: float, tls: bool = False) -> str:
     """Why an RTSP URL would not open, asked of the server itself (OpenCV does not say):
     the connection error, or the status of a ``DESCRIBE`` (404, 401, ...)."""
+    return ask_server(url, address, timeout=timeout, tls=tls)[1]
+
+
+def ask_server(url: str, address: tuple[str, int], *, timeout: float, tls: bool = False) -> tuple[bool, str]:
+    """``(worth opening, reason)`` from one ``DESCRIBE`` sent to the server.
+
+    Worth opening: the server describes the stream, or wants credentials that the
+    URL carries (FFmpeg answers the challenge). Otherwise the reason names what
+    went wrong: the connection error, silence, not RTSP, or the status.
+    """
     host, port = address
     parts = urllib.parse.urlsplit(url)
     # Credentials are not sent: a 401 is reported as such below.
@@ -88,23 +108,24 @@ def describe_failure(url: str, address: tuple[str, int], *, timeout: float, tls:
             conn.sendall(request)
             status = conn.recv(1024).split(b"\r\n", 1)[0].decode("latin-1").strip()
     except TimeoutError:
-        return f"{host}:{port} did not answer within {timeout:g} s"
+        return False, f"{host}:{port} did not answer within {timeout:g} s"
     except ssl.SSLError as exc:
-        return f"TLS with {host}:{port} failed ({exc.reason or exc})"
+        return False, f"TLS with {host}:{port} failed ({exc.reason or exc})"
     except OSError as exc:
-        return f"cannot connect to {host}:{port} ({(exc.strerror or type(exc).__name__).lower()})"
+        return False, f"cannot connect to {host}:{port} ({(exc.strerror or type(exc).__name__).lower()})"
     if not status.startswith("RTSP/"):
-        return f"{host}:{port} does not speak RTSP (it answered {status[:60]!r})"
+        return False, f"{host}:{port} does not speak RTSP (it answered {status[:60]!r})"
     code = status.split(" ", 2)[1:]
     if code and code[0] == "401" and "@" in parts.netloc:
-        return "the server refused the credentials (401 Unauthorized: check the user name and password)"
+        return True, "the server refused the credentials (401 Unauthorized: check the user name and password)"
     if code and code[0] == "401":
-        return "the server wants a user name and password: rtsp://USER:PASSWORD@HOST/PATH (401 Unauthorized)"
+        return False, ("the server wants a user name and password: rtsp://USER:PASSWORD@HOST/PATH"
+                       " (401 Unauthorized)")
     if code and code[0] == "404":
-        return f"the server has no stream at {parts.path or '/'} (404 Not Found)"
+        return False, f"the server has no stream at {parts.path or '/'} (404 Not Found)"
     if code and code[0] == "200":
-        return "the server describes the stream, but FFmpeg could not open it (no supported video track?)"
-    return f"the server answered {status.split(' ', 1)[-1]!r}"
+        return True, "the server describes the stream, but FFmpeg could not open it (no supported video track?)"
+    return False, f"the server answered {status.split(' ', 1)[-1]!r}"
 
 
 def make_source(locator: str, options: RtspSourceOptions, context: Context) -> RtspSource:
