@@ -2,22 +2,27 @@
 
 One run, same machine, same load generator, same request, side by side:
 
-- backend: a minimal OpenAI-compatible server that answers at once (one
-  asyncio write per response, keep-alive), in its own process. (The fakes of
+- backend: a minimal OpenAI-compatible server that answers every request after
+  ``--delay`` seconds (default 50 ms, as issue 15 measures; 0 = at once), in
+  one write per response with keep-alive, or as an SSE stream of
+  ``--stream-chunks`` events (chunked), in its own process. (The fakes of
   tests/fakes write headers and body separately, which costs ~40 ms per
   keep-alive request through delayed ACKs, so they cannot stand for "instant".)
 - direct: the load generator calls the backend's /v1/chat/completions;
 - framelens: ``framelens serve --backend openai`` (its own process) in front of
-  that backend; the load generator calls framelens.
+  that backend, its backend limit raised to the client concurrency; the load
+  generator calls framelens.
 
 The load generator is a lean asyncio HTTP/1.1 keep-alive client (one
 connection per concurrent caller) so its own cost stays small and equal on
-both sides. For each concurrency (1 and 64) each side runs ``--seconds`` after
-a warm-up; it reports requests per second and latency percentiles, the added
-median latency (ms) and the throughput ratio framelens/direct. Bounded in time:
-about 2 x concurrencies x (seconds + warm-up).
+both sides. For each mode (plain, streaming) and concurrency (1 16 64 256)
+each side runs ``--seconds`` after a warm-up; it reports requests per second
+and latency percentiles, the added median latency (ms) and the throughput
+ratio framelens/direct. Bounded in time: about 2 x modes x concurrencies x
+(seconds + warm-up).
 
-    .venv/bin/python bench/http_overhead.py [--seconds 5] [--concurrency 1 64]
+    .venv/bin/python bench/http_overhead.py [--seconds 5] [--concurrency 1 16 64 256] [--delay 0.05]
+        [--modes plain stream] [--markdown]
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from _common import free_port
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "nvidia/nemotron-nano-12b-v2-vl"
 BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16}).encode()
+STREAM_BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 16,
+                          "stream": True}).encode()
 
 
 _ANSWER = json.dumps({
@@ -53,31 +60,71 @@ _MODELS = json.dumps({"object": "list", "data": [{"id": MODEL, "object": "model"
                                                   "owned_by": "bench"}]}).encode()
 
 
-async def _serve_instant(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """The instant backend: parses each request (JSON body included) and answers in one write."""
+def _chunk(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def _sse(chunks: int) -> bytes:
+    """The streamed answer: ``chunks`` token events, a finish event with usage, ``[DONE]``, as chunked body."""
+    words = ["Hello!", " How", " can", " I", " help", " you", " today", "?"]
+    out = []
+    for i in range(chunks):
+        event = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": MODEL,
+                 "choices": [{"index": 0, "delta": {"content": words[i % len(words)]}, "finish_reason": None}]}
+        out.append(_chunk(b"data: " + json.dumps(event).encode() + b"\n\n"))
+    final = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000, "model": MODEL,
+             "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+             "usage": {"prompt_tokens": 9, "completion_tokens": chunks, "total_tokens": 9 + chunks}}
+    out.append(_chunk(b"data: " + json.dumps(final).encode() + b"\n\n"))
+    out.append(_chunk(b"data: [DONE]\n\n"))
+    return b"".join(out) + b"0\r\n\r\n"
+
+
+def _serve_backend(delay: float, stream_chunks: int) -> Any:
+    sse = _sse(stream_chunks)
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Parses each request (JSON body included), waits ``delay``, answers in one write."""
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                path = lines[0].split(" ")[1]
+                length = next((int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                               if k.strip().lower() == "content-length"), 0)
+                body = await reader.readexactly(length) if length else b""
+                if path.endswith("/chat/completions"):
+                    request = json.loads(body)
+                    request["messages"]
+                    if delay:
+                        await asyncio.sleep(delay)
+                    if request.get("stream"):
+                        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\n" + sse)
+                        await writer.drain()
+                        continue
+                    payload = _ANSWER
+                else:
+                    payload = _MODELS
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    return serve
+
+
+def run_backend(port: int, delay: float, stream_chunks: int) -> None:
     try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            path = lines[0].split(" ")[1]
-            length = next((int(v) for k, _, v in (line.partition(":") for line in lines[1:])
-                           if k.strip().lower() == "content-length"), 0)
-            body = await reader.readexactly(length) if length else b""
-            if path.endswith("/chat/completions"):
-                json.loads(body)["messages"]
-                payload = _ANSWER
-            else:
-                payload = _MODELS
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(payload)).encode() + b"\r\n\r\n" + payload)
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        writer.close()
+        import uvloop
 
+        uvloop.install()
+    except ImportError:
+        pass
 
-def run_instant_backend(port: int) -> None:
     async def serve() -> None:
-        server = await asyncio.start_server(_serve_instant, "127.0.0.1", port, backlog=1024)
+        server = await asyncio.start_server(_serve_backend(delay, stream_chunks), "127.0.0.1", port, backlog=4096)
         async with server:
             await server.serve_forever()
 
@@ -118,10 +165,10 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def _caller(port: int, path: str, until: float, latencies: list[float], errors: list[int]) -> None:
+async def _caller(port: int, path: str, body: bytes, until: float, latencies: list[float], errors: list[int]) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     request = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(BODY)}\r\n\r\n").encode() + BODY
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     try:
         while time.perf_counter() < until:
             t0 = time.perf_counter()
@@ -134,12 +181,12 @@ async def _caller(port: int, path: str, until: float, latencies: list[float], er
         writer.close()
 
 
-async def _load(port: int, path: str, concurrency: int, seconds: float) -> dict[str, Any]:
+async def _load(port: int, path: str, body: bytes, concurrency: int, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
     errors: list[int] = []
     started = time.perf_counter()
     until = started + seconds
-    await asyncio.gather(*(_caller(port, path, until, latencies, errors) for _ in range(concurrency)))
+    await asyncio.gather(*(_caller(port, path, body, until, latencies, errors) for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     ordered = sorted(latencies)
 
@@ -151,43 +198,71 @@ async def _load(port: int, path: str, concurrency: int, seconds: float) -> dict[
             "mean_ms": round(statistics.fmean(latencies) * 1000, 3)}
 
 
-def measure(port: int, path: str, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
-    asyncio.run(_load(port, path, concurrency, warmup))
-    return asyncio.run(_load(port, path, concurrency, seconds))
+def measure(port: int, path: str, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict[str, Any]:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    asyncio.run(_load(port, path, body, concurrency, warmup))
+    return asyncio.run(_load(port, path, body, concurrency, seconds))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    rows = ["| mode | clients | direct req/s | through framelens | ratio | direct p50 | added p50 | errors |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        d, f = r["direct"], r["framelens"]
+        rows.append(f"| {r['mode']} | {r['concurrency']} | {d['rps']:,} | {f['rps']:,} | {r['throughput_ratio']} | "
+                    f"{d['p50_ms']:.1f} ms | {r['added_p50_ms']:+.1f} ms | {d['errors']} / {f['errors']} |")
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per side and concurrency")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 64])
-    parser.add_argument("--backend-connections", type=int, default=8,
-                        help="framelens's connections to the backend (-c openai-max-in-flight)")
-    parser.add_argument("--instant-backend", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256])
+    parser.add_argument("--delay", type=float, default=0.05, help="seconds the backend takes per answer")
+    parser.add_argument("--stream-chunks", type=int, default=8, help="events in a streamed answer")
+    parser.add_argument("--modes", nargs="+", choices=("plain", "stream"), default=["plain", "stream"])
+    parser.add_argument("--backend-connections", type=int, default=None,
+                        help="framelens's requests in flight to the backend (-c openai-max-in-flight; default: the "
+                             "largest concurrency)")
+    parser.add_argument("--markdown", action="store_true", help="also print the table for docs/benchmarks.md")
+    parser.add_argument("--backend-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.instant_backend:
-        run_instant_backend(args.instant_backend)
+    if args.backend_server:
+        run_backend(args.backend_server, args.delay, args.stream_chunks)
         return
+    connections = args.backend_connections or max(args.concurrency)
     backend_port, framelens_port = free_port(), free_port()
-    backend = start([str(Path(__file__).resolve()), "--instant-backend", str(backend_port)],
-                    f"http://127.0.0.1:{backend_port}/v1/models")
+    backend = start([str(Path(__file__).resolve()), "--backend-server", str(backend_port), "--delay", str(args.delay),
+                     "--stream-chunks", str(args.stream_chunks)], f"http://127.0.0.1:{backend_port}/v1/models")
     framelens = None
     try:
         framelens = start(["-m", "framelens", "serve", "--port", str(framelens_port), "--backend", "openai",
                            "-c", f"openai-url=http://127.0.0.1:{backend_port}/v1", "-c", f"openai-model={MODEL}",
-                           "-c", f"openai-max-in-flight={args.backend_connections}", "-c", "http-max-concurrency=256",
-                           "--log-level", "warning"],
+                           "-c", f"openai-max-in-flight={connections}",
+                           "-c", f"http-max-concurrency={max(256, connections)}", "--log-level", "warning"],
                           f"http://127.0.0.1:{framelens_port}/v1/health/ready")
-        report: dict[str, Any] = {"cpus": os.cpu_count(), "seconds": args.seconds, "results": []}
-        for c in args.concurrency:
-            direct = measure(backend_port, "/v1/chat/completions", c, args.seconds, args.warmup)
-            via = measure(framelens_port, "/v1/chat/completions", c, args.seconds, args.warmup)
-            report["results"].append({
-                "concurrency": c, "direct": direct, "framelens": via,
-                "added_p50_ms": round(via["p50_ms"] - direct["p50_ms"], 3),
-                "throughput_ratio": round(via["rps"] / direct["rps"], 3) if direct["rps"] else None,
-            })
+        report: dict[str, Any] = {"cpus": os.cpu_count(), "seconds": args.seconds, "delay_s": args.delay,
+                                  "results": []}
+        for mode in args.modes:
+            body = STREAM_BODY if mode == "stream" else BODY
+            for c in args.concurrency:
+                direct = measure(backend_port, "/v1/chat/completions", body, c, args.seconds, args.warmup)
+                via = measure(framelens_port, "/v1/chat/completions", body, c, args.seconds, args.warmup)
+                report["results"].append({
+                    "mode": mode, "concurrency": c, "direct": direct, "framelens": via,
+                    "added_p50_ms": round(via["p50_ms"] - direct["p50_ms"], 3),
+                    "throughput_ratio": round(via["rps"] / direct["rps"], 3) if direct["rps"] else None,
+                })
+                print(json.dumps(report["results"][-1]), file=sys.stderr, flush=True)
         print(json.dumps(report, indent=1))
+        if args.markdown:
+            print(markdown(report))
     finally:
         for proc in (framelens, backend):
             if proc is not None:

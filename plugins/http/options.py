@@ -26,8 +26,9 @@ class HttpOptions(Options):
     cors_origins: CommaList = Field(
         default_factory=list, description="Origins allowed to call the API from a browser (* for any); empty = CORS off"
     )
-    max_concurrency: int = Field(4, ge=1, le=1024, description="Backend requests running at once")
-    max_queue: int = Field(64, ge=0, le=100000, description="Requests waiting for a slot; more get 429")
+    max_concurrency: int = Field(256, ge=1, le=4096, description="Backend requests running at once (the backend's"
+                                 " pool bounds each server itself: -c BACKEND-max-in-flight)")
+    max_queue: int = Field(1024, ge=0, le=100000, description="Requests waiting for a slot; more get 429")
     queue_timeout: float = Field(30.0, gt=0, description="Seconds a request may wait for a slot before 429")
     request_timeout: float = Field(300.0, gt=0, description="Seconds a backend call may take before 504")
     max_body_bytes: int = Field(64 * MIB, ge=1024, description="Largest request body (413 above)")

@@ -89,6 +89,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self.max_connections = max_connections
         self.keepalive_expiry = keepalive_expiry
         self._session: aiohttp.ClientSession | None = None
+        self._urls: dict[str, URL] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -114,10 +115,16 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        key = str(request.url)
+        url = self._urls.get(key)
+        if url is None:
+            if len(self._urls) > 256:
+                self._urls.clear()
+            url = self._urls[key] = URL(key, encoded=True)
         sent = False
         try:
             response = await self._get_session().request(
-                request.method, URL(str(request.url), encoded=True), headers=headers, data=body or None,
+                request.method, url, headers=headers, data=body or None,
                 timeout=timeout, allow_redirects=False, compress=None, auto_decompress=False,
             )
             sent = True
