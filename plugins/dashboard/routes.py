@@ -131,6 +131,14 @@ def add_dashboard_routes(register: RouteRegister, context: Context, options: Das
         cookie = f"{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={int(sessions.ttl)}{secure}"
         return json_response({"ok": True, "expires_in": int(sessions.ttl)}, headers={"Set-Cookie": cookie})
 
+    async def session(request: Request) -> Response:
+        """Whether the service wants a key and whether this browser's session is good (no data)."""
+        # The key may also come from a deployment file's stage options, which only the http
+        # service sees; then this says False and the page learns it from its first 401.
+        configured = context.namespace_options("http").get("api-key") or os.environ.get("FRAMELENS_API_KEY")
+        return json_response({"auth_required": bool(configured),
+                              "session": sessions.valid(cookie_value(request.headers.get("cookie", "")))})
+
     async def logout(request: Request) -> Response:
         """End the browser's session and clear its cookie."""
         sessions.revoke(cookie_value(request.headers.get("cookie", "")))
@@ -151,3 +159,4 @@ def add_dashboard_routes(register: RouteRegister, context: Context, options: Das
              extra_responses={"404": "No such snapshot"})
     register("/dashboard/api/login", login, methods=["POST"], tags=tags)
     register("/dashboard/api/logout", logout, methods=["POST"], public=True, tags=tags)
+    register("/dashboard/api/session", session, public=True, tags=tags)

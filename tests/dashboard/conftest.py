@@ -18,7 +18,7 @@ import httpx
 import pytest
 from helpers import free_port
 
-from framelens import Pipeline
+from framelens import BackendError, Pipeline
 from framelens.testing import FakeBackend, FakeBackendPlugin, FakeRequest, plugin_registered
 
 CHAT_ANSWER = "The camera shows a colourful test pattern with a moving frame counter in the middle"
@@ -26,8 +26,16 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
 
 
-def scripted_backend() -> FakeBackend:
+DESCRIBE_ERROR = "fake backend: connection refused by 127.0.0.1:11434"
+
+
+def scripted_backend(*, describe_fails: bool = False) -> FakeBackend:
     counter = itertools.count(1)
+
+    def fail(request: FakeRequest) -> BaseException | None:
+        if describe_fails and request.text.startswith("DESCRIBE"):
+            return BackendError(DESCRIBE_ERROR, kind="unreachable")
+        return None
 
     def answer(request: FakeRequest) -> str:
         text = request.text
@@ -39,7 +47,7 @@ def scripted_backend() -> FakeBackend:
             return "no"
         return CHAT_ANSWER
 
-    return FakeBackend(answer, chunk_delay=0.08)
+    return FakeBackend(answer, chunk_delay=0.08, fail=fail)
 
 
 class Service:
@@ -93,9 +101,11 @@ def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     """``service(api_key=..., extra={...})`` starts one; all are stopped after the test."""
     started: list[Service] = []
 
-    plugin = FakeBackendPlugin("fake", make=scripted_backend)
+    knobs: dict[str, bool] = {}
+    plugin = FakeBackendPlugin("fake", make=lambda: scripted_backend(**knobs))
 
-    def make(**kwargs: Any) -> Service:
+    def make(*, describe_fails: bool = False, **kwargs: Any) -> Service:
+        knobs["describe_fails"] = describe_fails
         svc = Service(tmp_path, **kwargs)
         started.append(svc)
         svc.start()

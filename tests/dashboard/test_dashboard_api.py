@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Service
+from conftest import DESCRIBE_ERROR, Service
 from helpers import run_cli
 
 from framelens import ConfigError, Context, Pipeline
@@ -124,6 +124,7 @@ def test_live_view_is_mjpeg_and_names_unknown_streams(service: Callable[..., Ser
 
 def test_login_trades_the_key_for_a_cookie(service: Callable[..., Service]) -> None:
     svc = service(api_key="k-123")
+    assert httpx.get(svc.base + "/dashboard/api/session").json() == {"auth_required": True, "session": False}
     wrong = httpx.post(svc.base + "/dashboard/api/login", headers={"Authorization": "Bearer nope"})
     assert wrong.status_code == 401 and "set-cookie" not in wrong.headers
     ok = httpx.post(svc.base + "/dashboard/api/login", headers={"Authorization": "Bearer k-123"})
@@ -134,6 +135,7 @@ def test_login_trades_the_key_for_a_cookie(service: Callable[..., Service]) -> N
     jar = {"Cookie": f"framelens_session={token}"}
     assert len(sse(svc.base + "/v1/events?last_event_id=0", headers=jar, count=2)) == 2
     assert httpx.get(svc.base + "/dashboard/api/status", headers=jar).json()["backend"] == "fake"
+    assert httpx.get(svc.base + "/dashboard/api/session", headers=jar).json()["session"] is True
     # A bearer header that is wrong is refused even with a good cookie: the header is what was sent.
     assert httpx.get(svc.base + "/v1/alerts", headers={**jar, "Authorization": "Bearer nope"}).status_code == 401
     # The page and its files are public (they hold no data); everything else is not.
@@ -171,3 +173,20 @@ def test_dashboard_options_on_the_command_line() -> None:
     typo = run_cli(["run", "-s", "testpattern", "-o", "none", "-c", "dashbord-enabled=false"])
     assert typo.returncode == 2 and "dashboard-enabled" in typo.stderr  # the suggestion
     assert time.monotonic() - started < 30
+
+
+def test_status_reports_backend_errors_in_the_words_of_the_log(service: Callable[..., Service]) -> None:
+    svc = service(describe_fails=True)
+    deadline = time.monotonic() + 10
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        doc = httpx.get(svc.base + "/dashboard/api/status").json()
+        if doc["errors"]:
+            break
+        time.sleep(0.2)
+    assert [(e["level"], e["message"]) for e in doc["errors"]] == [("error", f"describe: {DESCRIBE_ERROR}")]
+    assert doc["health"] == {"ready": True, "detail": "ready"} and doc["model"] == "fake-1"
+    assert doc["in_flight"] == {"running": 0.0, "waiting": 0.0, "requests": doc["in_flight"]["requests"]}
+    assert [s["id"] for s in doc["streams"]] == ["main"] and doc["streams"][0]["state"] == "live"
+    failed = sse(svc.base + "/v1/events?type=describer&last_event_id=0", count=1)[0]["data"]["payload"]
+    assert failed["state"] == "error" and failed["message"] == DESCRIBE_ERROR

@@ -155,10 +155,11 @@ def test_api_key_locks_the_page(service: Callable[..., Service], browser: Any,
     with httpx.stream("GET", svc.base + "/v1/events", headers={"Authorization": "Bearer s3cret-key"}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
 
-    page, _ = open_page(browser, svc.base + "/")
+    page, errors = open_page(browser, svc.base + "/")
     page.wait_for_selector("#lock:not([hidden])")
     assert page.is_hidden("#main")
     shots(page, "locked")
+    assert errors == []  # the page asks whether it is locked before it asks for data
     page.fill("#key", "wrong")
     page.press("#key", "Enter")
     page.wait_for_function("document.getElementById('key-error').textContent.includes('Wrong key')")
@@ -182,6 +183,7 @@ def test_api_key_locks_the_page(service: Callable[..., Service], browser: Any,
     page.wait_for_selector("#lock:not([hidden])")
     assert browser.cookies() == []
     assert httpx.get(svc.base + "/v1/alerts", headers={"Cookie": f"framelens_session={token}"}).status_code == 401
+    assert [e for e in errors if "401" not in e] == []  # only the refused wrong key
 
 
 @pytest.mark.parametrize(("width", "height", "scheme"), [(390, 844, "dark"), (3840, 2160, "light")])

@@ -106,7 +106,12 @@ document.addEventListener("keydown", (e) => {
   }
 });
 
-api("/dashboard/api/status").then(start, (err) => {
+// Ask first (a public route) so that a locked page does not begin with a refused request.
+api("/dashboard/api/session").then((s) => {
+  authRequired = s.auth_required;
+  if (s.auth_required && !s.session) return showLock();
+  return api("/dashboard/api/status").then(start);
+}).catch((err) => {
   if (!(err instanceof ApiFailure && err.status === 401)) {
     setConn("down");
     main.hidden = false;
