@@ -55,7 +55,8 @@ def _info(args: argparse.Namespace) -> int:
         ["tensorrt"] if files.family == "llava" else [])
     info = {
         "model": files.name, "path": str(files.path), "family": files.family, "decoder": files.text_type,
-        "architectures": files.config.get("architectures"), "parameters": params, "weights_bytes_on_disk": size, "stored_dtype": stored,
+        "architectures": files.config.get("architectures"), "parameters": params,
+        "weights_bytes_on_disk": size, "stored_dtype": stored,
         "device": device.type, "dtype": str(dtype).removeprefix("torch."), "layers": spec.layers,
         "hidden": spec.hidden, "heads": spec.heads, "kv_heads": spec.kv_heads, "vocab": spec.vocab,
         "max_positions": spec.max_positions, "kv_bytes_per_token": per_token,

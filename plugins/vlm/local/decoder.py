@@ -197,7 +197,8 @@ class _Attention(nn.Module):
         values = vl[read, :, :window]
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.spec.scaling,
                                              enable_gqa=self.spec.heads != self.spec.kv_heads)
-        return self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+        result: torch.Tensor = self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+        return result
 
 
 class _MLP(nn.Module):
@@ -212,7 +213,8 @@ class _MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.gate_proj(x)
         g = F.silu(g) if self.silu else F.gelu(g, approximate="tanh" if self.tanh else "none")
-        return self.down_proj(g * self.up_proj(x))
+        out: torch.Tensor = self.down_proj(g * self.up_proj(x))
+        return out
 
 
 class _Layer(nn.Module):
@@ -233,9 +235,11 @@ class _Layer(nn.Module):
         a = self.self_attn(self.input_layernorm(x), cos, sin, pool, rows, write, read, window, mask)
         if self.sandwich:
             x = x + self.post_attention_layernorm(a)
-            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+            out: torch.Tensor = x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
+            return out
         x = x + a
-        return x + self.mlp(self.post_attention_layernorm(x))
+        y: torch.Tensor = x + self.mlp(self.post_attention_layernorm(x))
+        return y
 
 
 class Decoder(nn.Module):
@@ -264,7 +268,7 @@ class Decoder(nn.Module):
         self.load_state_dict({k: weights[k] for k in expected}, strict=True, assign=True)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        e = self.embed_tokens(ids)
+        e: torch.Tensor = self.embed_tokens(ids)
         if self.embed_scale != 1.0:
             e = e * torch.tensor(self.embed_scale, dtype=e.dtype)
         return e
@@ -293,7 +297,7 @@ class Decoder(nn.Module):
             cos, sin = trig[key]
             x = layer(x, cos, sin, pool, rows, positions, read, window, masks[i])
         h = self.norm(x[torch.arange(x.shape[0], device=x.device), last])
-        logits = self.lm_head(h)
+        logits: torch.Tensor = self.lm_head(h)
         if self.spec.final_softcap:
             logits = torch.tanh(logits / self.spec.final_softcap) * self.spec.final_softcap
         return logits.float()

@@ -118,7 +118,7 @@ class Engine:
         self.inbox: queue.Queue[Job | ChoiceJob | None] = queue.Queue()
         self.stats: dict[str, int] = {"vision_images": 0, "prefill_calls": 0, "prefill_tokens": 0,
                                       "decode_steps": 0, "max_batch": 0, "replaced": 0, "cancelled": 0}
-        self._stop = False
+        self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"framelens-engine-{model.name}", daemon=True)
         self._thread.start()
 
@@ -126,12 +126,12 @@ class Engine:
 
     def submit(self, job: Job | ChoiceJob) -> None:
         """Queue ``job``; it never blocks."""
-        if self._stop:
+        if self._stop.is_set():
             raise BackendError("the local engine is shut down", kind="unreachable", status=503)
         self.inbox.put(job)
 
     def close(self) -> None:
-        self._stop = True
+        self._stop.set()
         self.inbox.put(None)
         self._thread.join(timeout=10)
 
@@ -143,7 +143,7 @@ class Engine:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
-        while not self._stop:
+        while not self._stop.is_set():
             try:
                 block = not self.running and not self.waiting
                 item = self.inbox.get(timeout=0.5) if block else self.inbox.get_nowait()
@@ -155,7 +155,7 @@ class Engine:
                     item = self.inbox.get_nowait()
                 except queue.Empty:
                     item = None
-            if self._stop:
+            if self._stop.is_set():
                 break
             self._drop_cancelled()
             try:
@@ -308,8 +308,9 @@ class Engine:
         read = torch.tensor([slot for _, slot, _, _ in rows], device=dev)
         self.stats["prefill_calls"] += 1
         self.stats["prefill_tokens"] += int(sum(e - st for _, _, st, e in rows))
-        return self.model.decoder(embeds, positions, self.pool, slots.to(dev), read, window, masks,
-                                  last.to(dev))
+        logits: torch.Tensor = self.model.decoder(embeds, positions, self.pool, slots.to(dev), read, window,
+                                                  masks, last.to(dev))
+        return logits
 
     def _decode(self) -> None:
         jobs = list(self.running)

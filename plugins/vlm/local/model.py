@@ -95,13 +95,14 @@ class LoadedModel:
     """A checkpoint on the device: see the module docstring. Construction loads everything or raises."""
 
     def __init__(self, files: ModelFiles, device: torch.device, dtype: torch.dtype, *, max_images: int = 4) -> None:
-        from transformers import AutoProcessor
+        import transformers
 
+        hf: Any = transformers
         self.files, self.device, self.dtype, self.max_images = files, device, dtype, max_images
         tied = bool(files.config.get("tie_word_embeddings", files.text_config.get("tie_word_embeddings", False)))
         self.spec = DecoderSpec.from_config(files.text_config, tied=tied)
         try:
-            self.processor = AutoProcessor.from_pretrained(files.path)
+            self.processor: Any = hf.AutoProcessor.from_pretrained(files.path)
         except (OSError, ValueError, TypeError, KeyError) as exc:
             raise ConfigError(f"local-model={files.name}: its processor/tokenizer files do not load: {exc}") from None
         self.tokenizer = self.processor.tokenizer

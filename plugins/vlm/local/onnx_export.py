@@ -110,6 +110,7 @@ def export_onnx(model: str, out: Path, *, progress: Callable[[str], None] | None
     """Export ``model`` (hub id or folder) into ``out``; returns the ``genai_config.json`` path."""
     import transformers
 
+    hf_lib: Any = transformers
     say = progress or (lambda msg: log.info("%s", msg))
     files = resolve_model(model)
     if files.family != "llava":
@@ -134,14 +135,15 @@ def export_onnx(model: str, out: Path, *, progress: Callable[[str], None] | None
     _export(_Embedding(loaded), (torch.zeros(2, 3, dtype=torch.long),), out / "embedding.onnx", ["input_ids"],
             ["inputs_embeds"], {"input_ids": {0: "batch", 1: "seq"}, "inputs_embeds": {0: "batch", 1: "seq"}})
     say(f"[3/3] decoder.onnx ({spec.layers} layers)")
-    hf = transformers.AutoModelForImageTextToText.from_pretrained(files.path, attn_implementation="eager",
-                                                                  dtype=torch.float32).eval()
+    hf = hf_lib.AutoModelForImageTextToText.from_pretrained(files.path, attn_implementation="eager",
+                                                        dtype=torch.float32).eval()
     b, s, p = 2, 3, 2
     past = [torch.randn(b, spec.kv_heads, p, spec.head_dim) for _ in range(2 * spec.layers)]
     names_past = [f"past_key_values.{i}.{k}" for i in range(spec.layers) for k in ("key", "value")]
     names_present = [f"present.{i}.{k}" for i in range(spec.layers) for k in ("key", "value")]
-    axes: dict[str, dict[int, str]] = {"inputs_embeds": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
-                                       "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
+    axes: dict[str, dict[int, str]] = {
+        "inputs_embeds": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "total"},
+        "position_ids": {0: "batch", 1: "seq"}, "logits": {0: "batch", 1: "seq"}}
     axes.update({n: {0: "batch", 2: "past"} for n in names_past})
     axes.update({n: {0: "batch", 2: "total"} for n in names_present})
     with torch.no_grad():

@@ -27,7 +27,7 @@ __all__ = ["OrtDecoder", "OrtVision", "attach_onnx"]
 
 
 def _session(path: Path) -> Any:
-    import onnxruntime as ort
+    import onnxruntime as ort  # type: ignore[import-untyped]
 
     if not path.is_file():
         raise ConfigError(f"local-runtime=onnx: {path} is missing; run `framelens engine export MODEL "

@@ -36,8 +36,10 @@ _TEMPLATE = (
 
 
 def _tokenizer(specials: list[str], **extra: Any) -> Any:
+    import transformers
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+
+    fast: Any = transformers.PreTrainedTokenizerFast
 
     bos, eos, pad, unk = "<s>", "</s>", "<pad>", "<unk>"
     tok = Tokenizer(models.BPE())
@@ -48,7 +50,7 @@ def _tokenizer(specials: list[str], **extra: Any) -> Any:
         vocab_size=420, special_tokens=names, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False))
     tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
+    return fast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
                                    additional_special_tokens=names[4:], **extra)
 
 
@@ -56,7 +58,9 @@ def build_tiny_model(family: str, directory: str | Path, *, seed: int = 0, layer
                      hidden: int = 256) -> Path:
     """Write a tiny random ``family`` model (one of :data:`TINY_FAMILIES`) into ``directory`` and return it."""
     import torch
-    import transformers as T
+    import transformers
+
+    T: Any = transformers
 
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,7 +81,8 @@ def build_tiny_model(family: str, directory: str | Path, *, seed: int = 0, layer
                                  num_hidden_layers=layers, num_attention_heads=8, num_key_value_heads=2,
                                  max_position_embeddings=1024, tie_word_embeddings=True, initializer_range=0.1,
                                  rope_parameters={"rope_type": "default", "rope_theta": 1e6}, **ids)
-        cfg = T.LlavaConfig(vision_config=vision, text_config=text, image_token_index=tok.convert_tokens_to_ids("<image>"),
+        cfg = T.LlavaConfig(vision_config=vision, text_config=text,
+                            image_token_index=tok.convert_tokens_to_ids("<image>"),
                             vision_feature_layer=-2, vision_feature_select_strategy="default")
         model = T.LlavaForConditionalGeneration(cfg).eval()
         proc = T.LlavaProcessor(image_processor=T.CLIPImageProcessor(size={"shortest_edge": 32},

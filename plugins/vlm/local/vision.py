@@ -26,13 +26,14 @@ class VisionEncoder(nn.Module):
 
     def __init__(self, files: ModelFiles, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel
+        import transformers
 
-        config: Any = AutoConfig.from_pretrained(files.path)
+        hf: Any = transformers
+        config: Any = hf.AutoConfig.from_pretrained(files.path)
         self.family = files.family
         self.config = config
         with torch.device("meta"):
-            self.tower = AutoModel.from_config(config.vision_config)
+            self.tower: nn.Module = hf.AutoModel.from_config(config.vision_config)
             if files.family == "llava":
                 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 

@@ -19,6 +19,8 @@ from local_vlm_helpers import image
 
 from framelens import encode_jpeg
 
+pytestmark = pytest.mark.slow
+
 
 def test_framelens_list_does_not_import_torch() -> None:
     code = ("import sys, runpy; sys.argv = ['framelens', 'list']; "
