@@ -13,9 +13,11 @@ import pytest
 from conftest import DESCRIBE_ERROR, Service
 from helpers import run_cli
 
-from framelens import ConfigError, Context, Pipeline
+from framelens import ConfigError, Context, Options, Pipeline, RegisterPluginOptions, hookimpl
+from framelens.plugin_manager import get_plugin_manager
 from framelens.plugins.dashboard.events import EventFilter, EventHub
 from framelens.registry import Registry
+from framelens.testing import plugin_registered
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -190,3 +192,22 @@ def test_status_reports_backend_errors_in_the_words_of_the_log(service: Callable
     assert [s["id"] for s in doc["streams"]] == ["main"] and doc["streams"][0]["state"] == "live"
     failed = sse(svc.base + "/v1/events?type=describer&last_event_id=0", count=1)[0]["data"]["payload"]
     assert failed["state"] == "error" and failed["message"] == DESCRIBE_ERROR
+
+
+class _Clashing:
+    """A plugin that wants the option namespace of a backend and the dashboard's."""
+
+    @hookimpl
+    def register_plugin_options(self, register: RegisterPluginOptions) -> None:
+        register("ollama", Options)
+        register("dashboard", Options)
+
+
+def test_an_option_namespace_that_is_taken_is_reported_not_shadowed() -> None:
+    with plugin_registered(_Clashing(), "clashing"):
+        registry = get_plugin_manager().registry
+        problems = [p for p in registry.problems if "clashing" in p]
+        assert any("'ollama'" in p and "taken by vlm" in p for p in problems), problems
+        assert any("'dashboard'" in p and "taken by dashboard" in p for p in problems), problems
+        assert registry.plugin_options["dashboard"].plugin == "dashboard"
+        assert "ollama" not in registry.plugin_options

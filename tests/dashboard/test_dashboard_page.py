@@ -11,6 +11,8 @@ import httpx
 import pytest
 from conftest import CHAT_ANSWER, Service
 
+from framelens import LiveCapture, Stream
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -206,4 +208,31 @@ def test_phone_and_4k_in_both_themes(service: Callable[..., Service], browser: A
     page.keyboard.press("/")
     assert page.evaluate("document.activeElement.id") == "question"
     shots(page, f"{width}x{height}-{scheme}")
+    assert errors == []
+
+
+def test_selecting_a_stream_makes_it_big(service: Callable[..., Service], browser: Any,
+                                         shots: Callable[[Any, str], Path]) -> None:
+    svc = service()
+    assert svc.pipeline.runtime is not None and svc.pipeline.runtime.context is not None
+    context = svc.pipeline.runtime.context
+    # A second live stream, as a request would open it: another test pattern under its own id.
+    capture = LiveCapture(context.make_source("testpattern"), "cam2", context.events)
+    capture.start(wait_open=True)
+    context.streams.add(Stream("cam2", "testpattern#2", capture, origin="api", opened_at=time.time()))
+    page, errors = open_page(browser, svc.base + "/")
+    wait_live(page)
+    page.wait_for_selector("#streams [data-stream=cam2]")
+    assert page.get_attribute("#streams [data-stream=main]", "aria-pressed") == "true"
+    page.click("#streams [data-stream=cam2]")
+    assert page.get_attribute("#big", "src") == "/dashboard/api/streams/cam2/mjpeg"
+    assert page.get_attribute("#streams [data-stream=cam2]", "aria-pressed") == "true"
+    page.wait_for_function("document.getElementById('big').naturalWidth === 320")
+    page.wait_for_function("document.getElementById('big-caption').textContent.startsWith('cam2')")
+    shots(page, "second-stream-selected")
+    page.locator("body").click(position={"x": 1, "y": 1})
+    page.keyboard.press("1")  # digits pick a stream
+    assert page.get_attribute("#big", "src") == "/dashboard/api/streams/main/mjpeg"
+    context.streams.remove("cam2")
+    page.wait_for_selector("#streams [data-stream=cam2]", state="detached", timeout=5000)
     assert errors == []
