@@ -8,6 +8,12 @@ Alerts (level ``alert``) become a red banner across the top; ``error`` and
 Text size follows the frame height, so it reads the same at 240p and 4K.
 
 The text helpers live in :mod:`framelens.drawing`, shared with every overlay.
+
+Drawing touches the caption boxes only: each box is rasterised once per text
+(:class:`~.sprite.TextSprite`) and blended onto the box's pixels of every
+frame. The frame itself is still copied once, because the image a stage gets
+is shared: the describer's worker may be about to send it to the model and
+``stream://`` clients read it, and neither must see captions drawn into it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Literal
 import numpy as np
 
 from framelens import Caption, CommaList, Context, Field, Frame, Options, Processor, RegisterFn, captions_of
-from framelens.drawing import ALERT_BANNER, COLOURS, LEVEL_COLOURS, Colour, TextStyle, draw_block, parse_colour, wrap
+from framelens.drawing import ALERT_BANNER, COLOURS, LEVEL_COLOURS, Colour, TextStyle, parse_colour, wrap
+
+from .sprite import SpriteCache
 
 __all__ = ["CaptionsOptions", "CaptionsProcessor"]
 
@@ -39,6 +47,7 @@ class CaptionsProcessor(Processor):
         self.options = options
         self.colour = parse_colour(options.color)
         self.background = parse_colour(options.background)
+        self.sprites = SpriteCache()
 
     def process(self, frame: Frame) -> Frame:
         captions = [(k, c) for k, c in captions_of(frame.results) if not self.options.keys or k in self.options.keys]
@@ -49,7 +58,7 @@ class CaptionsProcessor(Processor):
         return frame.replace(image=image)
 
     def draw(self, image: np.ndarray, captions: Sequence[Caption]) -> None:
-        """Lay out and draw ``captions`` on ``image`` (in place: pass a copy)."""
+        """Lay out and draw ``captions`` on ``image`` (in place: pass a copy). Only the boxes are touched."""
         o = self.options
         h, w = image.shape[:2]
         style = TextStyle.for_frame(h, o.size)
@@ -57,17 +66,26 @@ class CaptionsProcessor(Processor):
         text_w = w - 2 * margin - 2 * style.pad
         top = 0
         for cap in (c for c in captions if c.level == "alert"):
-            lines = wrap(cap.text, style, w - 2 * style.pad - 2 * margin, max(2, o.max_lines))
-            top += draw_block(image, lines, margin, top, style, colour=COLOURS["white"], background=ALERT_BANNER,
-                              opacity=max(o.opacity, 0.85), width=w - 2 * margin)
-        blocks = [(wrap(c.text, style, text_w, o.max_lines), LEVEL_COLOURS.get(c.level, self.colour))
-                  for c in captions if c.level != "alert"]
-        heights = [len(lines) * style.line_height + style.pad for lines, _ in blocks]
-        y = top + margin if o.position == "top" else h - margin - sum(heights)
-        for (lines, colour), height in zip(blocks, heights, strict=True):
-            draw_block(image, lines, margin, max(y, top), style, colour=colour, background=self.background,
-                       opacity=o.opacity)
-            y += height
+            key = ("alert", h, w, cap.text)
+            banner = self.sprites.peek(key) or self.sprites.get(
+                key, wrap(cap.text, style, w - 2 * style.pad - 2 * margin, max(2, o.max_lines)), style,
+                colour=COLOURS["white"], background=ALERT_BANNER, opacity=max(o.opacity, 0.85), width=w - 2 * margin)
+            top += banner.draw(image, margin, top)
+        blocks = []
+        for c in captions:
+            if c.level == "alert":
+                continue
+            key = ("caption", h, w, c.level, c.text)
+            sprite = self.sprites.peek(key)
+            if sprite is None:
+                # Wrapping measures every word; only new text pays for it.
+                sprite = self.sprites.get(key, wrap(c.text, style, text_w, o.max_lines), style,
+                                          colour=LEVEL_COLOURS.get(c.level, self.colour), background=self.background,
+                                          opacity=o.opacity)
+            blocks.append(sprite)
+        y = top + margin if o.position == "top" else h - margin - sum(b.height for b in blocks)
+        for sprite in blocks:
+            y += sprite.draw(image, margin, max(y, top))
 
 
 def register(register: RegisterFn) -> None:

@@ -12,7 +12,9 @@ from collections import deque
 from typing import Literal
 
 from framelens import Context, Field, Frame, Options, Processor, RegisterFn
-from framelens.drawing import Colour, TextStyle, draw_block, parse_colour
+from framelens.drawing import Colour, TextStyle, parse_colour
+
+from .sprite import SpriteCache
 
 __all__ = ["FpsMeter", "FpsOptions", "FpsProcessor"]
 
@@ -46,13 +48,19 @@ class FpsMeter:
 
 
 class FpsProcessor(Processor):
-    """Draws ``NN.N fps`` in a corner of a copy of each frame."""
+    """Draws ``NN.N fps`` in a corner of a copy of each frame, touching only the corner's box.
+
+    Each reading is rasterised once (:mod:`.sprite`) and blended onto the box;
+    the frame is copied because the image a stage gets is shared with the
+    describer's worker and ``stream://`` clients.
+    """
 
     def __init__(self, options: FpsOptions) -> None:
         self.options = options
         self.meter = FpsMeter(options.window)
         self.colour = parse_colour(options.color)
         self.background = parse_colour(options.background)
+        self.sprites = SpriteCache(256)
 
     def process(self, frame: Frame) -> Frame:
         fps = self.meter.tick()
@@ -62,15 +70,15 @@ class FpsProcessor(Processor):
         text = f"{fps:.1f} fps"
         image = frame.image.copy()
         h, w = image.shape[:2]
-        style = TextStyle.for_frame(h, self.options.size)
+        key = (h, text)
+        sprite = self.sprites.peek(key) or self.sprites.get(
+            key, [text], TextStyle.for_frame(h, self.options.size), colour=self.colour, background=self.background,
+            opacity=self.options.opacity)
         margin = max(2, h // 60)
-        box_w = style.width(text) + 2 * style.pad
-        box_h = style.line_height + style.pad
         vertical, horizontal = self.options.position.split("-")
-        x = margin if horizontal == "left" else w - margin - box_w
-        y = margin if vertical == "top" else h - margin - box_h
-        draw_block(image, [text], x, y, style, colour=self.colour, background=self.background,
-                   opacity=self.options.opacity)
+        x = margin if horizontal == "left" else w - margin - sprite.width
+        y = margin if vertical == "top" else h - margin - sprite.height
+        sprite.draw(image, x, y)
         return frame.replace(image=image)
 
 
