@@ -161,3 +161,11 @@ def test_model_errors(tiny_dirs: dict[str, Path], tmp_path: Path, monkeypatch: p
     (no_cfg / "config.json").unlink()
     assert "no config.json" in fail(str(no_cfg))
     assert not _ENGINES or all(e.model.files.path not in (corrupt, arch) for e, _ in _ENGINES.values())
+
+
+def test_every_option_is_documented() -> None:
+    from helpers import ROOT
+
+    text = (ROOT / "docs" / "backends" / "local.md").read_text()
+    for field in LocalOptions.model_fields:
+        assert f"| `local-{field.replace('_', '-')}` |" in text, f"docs/backends/local.md lacks local-{field}"
