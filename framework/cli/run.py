@@ -28,16 +28,17 @@ Options are namespaced by the component's name (or the id given as -p NAME:ID):
 """
 
 
-def add_pipeline_arguments(p: argparse.ArgumentParser) -> None:
+def add_pipeline_arguments(p: argparse.ArgumentParser, *, backend_help: str | None = None) -> None:
     """Add the flags every pipeline command shares (``-f``, ``-p``, ``-c``, ``--backend``,
-    ``--events``, ``--log-level``) to ``p``; :func:`config_from_args` reads them back."""
+    ``--events``, ``--log-level``) to ``p``; :func:`config_from_args` reads them back.
+    ``backend_help`` replaces the help of ``--backend``, for a command that gives it more meaning."""
     p.add_argument("-f", "--file", help="deployment YAML file (see configs/)")
     p.add_argument("-p", "--processor", action="append", default=[], metavar="NAME[:ID]",
                    help="add a processor or service; repeat to chain, in order")
     p.add_argument("-c", "--config", action="append", default=[], metavar="KEY=VALUE",
                    help="set an option, namespaced by component: -c ollama-model=llava")
     p.add_argument("--backend", metavar="NAME",
-                   help="the VLM backend that describe, alerts and services use when told none"
+                   help=backend_help or "the VLM backend that describe, alerts and services use when told none"
                    " (ollama, nim, openai, ...; default ollama)")
     p.add_argument("--events", metavar="PATH", help="append every event as a JSON line to PATH (- for stdout)")
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"],

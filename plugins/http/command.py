@@ -36,7 +36,8 @@ def add_serve_command(cli: CommandRegister) -> None:
     p.add_argument("-o", "--output", action="append", default=[], metavar="TARGET",
                    help="outputs (mjpeg, rtsp, a file) for the -s source or, without -s, for the newest stream"
                    " that requests opened")
-    add_pipeline_arguments(p)
+    add_pipeline_arguments(p, backend_help="the VLM backend that describe, alerts and the http service use when"
+                           " told none (ollama, nim, openai, ...; default ollama)")
     p.set_defaults(handler=handle)
 
 
