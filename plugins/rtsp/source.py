@@ -65,9 +65,10 @@ class RtspSource(FFmpegStreamSource):
     def open(self) -> SourceInfo:
         # OpenCV holds one process-wide lock for every FFmpeg open, so a host that accepts
         # the connection and never answers would stall the opens of every other camera for
-        # its whole timeout. Asking the server ourselves first (one DESCRIBE, in parallel
+        # its whole timeout. Asking the server ourselves first (one OPTIONS, in parallel
         # with any other open) keeps silent and non-RTSP hosts away from that lock.
-        ready, reason = ask_server(self.locator, self.address, timeout=self.options.open_timeout, tls=self.tls)
+        ready, reason = ask_server(self.locator, self.address, timeout=self.options.open_timeout, tls=self.tls,
+                                   method="OPTIONS")
         if not ready:
             raise self.error(reason)
         return super().open()
@@ -83,19 +84,23 @@ def describe_failure(url: str, address: tuple[str, int], *, timeout: float, tls:
     return ask_server(url, address, timeout=timeout, tls=tls)[1]
 
 
-def ask_server(url: str, address: tuple[str, int], *, timeout: float, tls: bool = False) -> tuple[bool, str]:
-    """``(worth opening, reason)`` from one ``DESCRIBE`` sent to the server.
+def ask_server(url: str, address: tuple[str, int], *, timeout: float, tls: bool = False,
+               method: str = "DESCRIBE") -> tuple[bool, str]:
+    """``(worth opening, reason)`` from one request (``DESCRIBE`` or ``OPTIONS``) sent to the server.
 
-    Worth opening: the server describes the stream, or wants credentials that the
-    URL carries (FFmpeg answers the challenge). Otherwise the reason names what
-    went wrong: the connection error, silence, not RTSP, or the status.
+    Worth opening: the server answers in RTSP and either describes the stream
+    (``OPTIONS``: answers at all) or wants credentials that the URL carries
+    (FFmpeg answers the challenge). Otherwise the reason names what went wrong:
+    the connection error, silence, not RTSP, or the status. ``OPTIONS`` is the
+    cheap pre-flight: a ``DESCRIBE`` makes servers prepare the media, and closing
+    right after it races with the real client's setup on some of them.
     """
     host, port = address
     parts = urllib.parse.urlsplit(url)
     # Credentials are not sent: a 401 is reported as such below.
     bare = urllib.parse.urlunsplit((parts.scheme, f"{host}:{port}", parts.path, parts.query, ""))
-    request = (f"DESCRIBE {bare} RTSP/1.0\r\nCSeq: 1\r\nAccept: application/sdp\r\n"
-               "User-Agent: framelens\r\n\r\n").encode()
+    accept = "Accept: application/sdp\r\n" if method == "DESCRIBE" else ""
+    request = f"{method} {bare} RTSP/1.0\r\nCSeq: 1\r\n{accept}User-Agent: framelens\r\n\r\n".encode()
     try:
         with socket.create_connection(address, timeout=timeout) as raw:
             conn = raw
@@ -121,6 +126,8 @@ def ask_server(url: str, address: tuple[str, int], *, timeout: float, tls: bool 
     if code and code[0] == "401":
         return False, ("the server wants a user name and password: rtsp://USER:PASSWORD@HOST/PATH"
                        " (401 Unauthorized)")
+    if method == "OPTIONS":
+        return True, f"the server answered {status.split(' ', 1)[-1]!r}"
     if code and code[0] == "404":
         return False, f"the server has no stream at {parts.path or '/'} (404 Not Found)"
     if code and code[0] == "200":
