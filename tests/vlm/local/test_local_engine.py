@@ -222,3 +222,49 @@ def test_top_k_one_is_greedy(engines: dict[str, Any]) -> None:
         engine.submit(job)
     _wait(lambda: all(len(j.tokens) >= 12 or (j.tokens and j.tokens[-1] in engine.model.eos) for j in jobs))
     assert [j.tokens for j in jobs] == [greedy, greedy]
+
+
+def test_out_of_memory_at_run_time_fails_that_step_only(tiny_dirs: dict[str, Path]) -> None:
+    engine = make_engine(tiny_dirs["llava"], prefix_slots=0)
+    try:
+        real = engine.model.decoder
+        calls = {"n": 0}
+
+        class Flaky:
+            def embed(self, ids: torch.Tensor) -> torch.Tensor:
+                return real.embed(ids)
+
+            def __call__(self, *args: Any) -> torch.Tensor:
+                calls["n"] += 1
+                if calls["n"] == 1:
+                    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+                return real(*args)
+
+        engine.model.decoder = Flaky()
+        prompt = engine.model.prompt(messages("describe the picture", image(16)))
+        (failed,) = run_jobs(engine, [prompt], 4)
+        kind, err = failed.events[-1]
+        assert kind == "error" and isinstance(err, BackendError) and err.status == 503
+        assert "out of device memory" in str(err) and "local-max-batch" in str(err)
+        assert engine.free_slots == engine.slots
+        (ok,) = run_jobs(engine, [prompt], 4)
+        assert done_of(ok)[0] == "length"
+    finally:
+        engine.close()
+
+
+def test_kv_cache_that_does_not_fit_is_a_config_error(tiny_dirs: dict[str, Path],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from framelens import ConfigError
+    from framelens.plugins.vlm.local import runtime
+    from framelens.plugins.vlm.local.options import LocalOptions
+
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 1 << 20)
+    with pytest.raises(ConfigError, match="does not fit .* lower local-max-batch"):
+        runtime.load_engine(LocalOptions(model=str(tiny_dirs["llava"]), device="cpu"))
+    monkeypatch.setattr(runtime, "available_memory", lambda device: 40 << 20)  # room for ~900 tokens per slot
+    engine = runtime.load_engine(LocalOptions(model=str(tiny_dirs["llava"]), device="cpu", max_context=1024))
+    try:
+        assert 256 <= engine.capacity < 1024
+    finally:
+        engine.close()
