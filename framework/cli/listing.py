@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..options import closest, describe_options
 from ..plugin_manager import PluginManager, get_plugin_manager
-from ..registry import KINDS, ComponentSpec
+from ..registry import KINDS, ComponentSpec, PluginOptionsSpec
 from .commands import collect_commands
 
 __all__ = ["add_parser", "plugin_routes", "plugins_to_dicts", "spec_to_dict"]
@@ -109,7 +109,19 @@ def _text(spec: ComponentSpec, indent: str = "") -> str:
     return "\n".join(indent + line for line in lines)
 
 
-def _plugin_text(info: dict[str, Any], specs: list[ComponentSpec]) -> str:
+def _options_text(extra: PluginOptionsSpec, indent: str = "") -> str:
+    """A route-only plugin's ``-c`` options (``register_plugin_options``), shown like a component's."""
+    origin = extra.plugin + (f" ({extra.distribution})" if extra.distribution else "")
+    lines = [f"options {extra.namespace}: {extra.help}".rstrip(": "), f"  from: {origin}"]
+    for o in describe_options(extra.options):
+        default = "(required)" if o.required else f"default {json.dumps(o.default, default=str)}"
+        lines.append(f"  -c {extra.namespace}-{o.key}=<{o.type}>  {default}")
+        if o.help:
+            lines.append(f"      {o.help}")
+    return "\n".join(indent + line for line in lines)
+
+
+def _plugin_text(info: dict[str, Any], specs: list[ComponentSpec], extras: Sequence[PluginOptionsSpec] = ()) -> str:
     origin = " ".join(str(v) for v in (info["distribution"], info["version"]) if v) or "no distribution"
     lines = [f"plugin {info['name']}: {origin} ({info['module']})"]
     lines.append("  hooks: " + (", ".join(info["hooks"]) or "none"))
@@ -120,15 +132,17 @@ def _plugin_text(info: dict[str, Any], specs: list[ComponentSpec]) -> str:
         lines.append("  commands: " + ", ".join(info["commands"]))
     if info["routes"]:
         lines.append("  routes: " + ", ".join(info["routes"]))
-    return "\n".join([*lines, *("\n" + _text(s, "  ") for s in specs)])
+    parts = [*("\n" + _text(s, "  ") for s in specs), *("\n" + _options_text(o, "  ") for o in extras)]
+    return "\n".join([*lines, *parts])
 
 
 def handle(args: argparse.Namespace) -> int:
     manager = get_plugin_manager()
     registry = manager.registry
     specs = [s for s in registry.all() if args.name in (None, s.name)]
-    if args.name and not specs:
-        names = sorted({s.name for s in registry.all()})
+    extras = [o for o in registry.plugin_options.values() if args.name in (None, o.namespace)]
+    if args.name and not specs and not extras:
+        names = sorted({s.name for s in registry.all()} | set(registry.plugin_options))
         near = closest(args.name, names)
         hint = f"did you mean {', '.join(near)}?" if near else "run `framelens list` to see them all"
         raise ConfigError(f"nothing is registered as {args.name!r} ({hint})")
@@ -140,14 +154,21 @@ def handle(args: argparse.Namespace) -> int:
         problems = [*registry.problems, *more]
     if args.json:
         data = {"components": [spec_to_dict(s) for s in specs], "problems": problems}
+        if extras:
+            data["plugin_options"] = [
+                {"namespace": o.namespace, "help": o.help, "plugin": o.plugin, "distribution": o.distribution,
+                 "options": [{"key": f"{o.namespace}-{d.key}", "type": d.type, "default": d.default,
+                              "required": d.required, "help": d.help} for d in describe_options(o.options)]}
+                for o in extras]
         if plugins:
             data = {"plugins": plugins, **data}
         print(json.dumps(data, indent=2, default=str))
         return 0
     if args.name:
-        print("\n\n".join(_text(s) for s in specs))
+        print("\n\n".join([*(_text(s) for s in specs), *(_options_text(o) for o in extras)]))
     else:
-        print("\n\n".join(_plugin_text(p, [s for s in specs if s.plugin == p["name"]]) for p in plugins))
+        print("\n\n".join(_plugin_text(p, [s for s in specs if s.plugin == p["name"]],
+                                        [o for o in extras if o.plugin == p["name"]]) for p in plugins))
     for problem in problems:
         print(f"\nwarning: {problem}")
     return 0

@@ -65,16 +65,17 @@ def _message(item: dict[str, Any]) -> str:
 
 
 class EventHub:
-    """Collects the bus's events on ``loop`` with increasing ids and fans them out to SSE clients.
+    """Collects the bus's events on ``loop`` (default: the run's) with increasing ids and fans them out to SSE clients.
 
     ``attach()`` subscribes to the bus; bus subscribers run in the publisher's
     thread, so each event is handed to the loop (in publication order) and never
     waits for a client. ``close()`` unsubscribes and ends every client's stream.
     """
 
-    def __init__(self, context: Context, loop: asyncio.AbstractEventLoop, *, history: int, client_queue: int) -> None:
+    def __init__(self, context: Context, loop: asyncio.AbstractEventLoop | None = None, *, history: int,
+                 client_queue: int) -> None:
         self.context = context
-        self.loop = loop
+        self._loop = loop  # None: the run's I/O loop, started only once an event comes
         self.client_queue = client_queue
         self._history: collections.deque[dict[str, Any]] = collections.deque(maxlen=history)
         self._next_id = 1
@@ -92,8 +93,9 @@ class EventHub:
         self._unsubscribe = self.context.events.subscribe(self._from_bus)
 
     def _from_bus(self, event: Event) -> None:
+        loop = self._loop or self.context.runner.loop
         with contextlib.suppress(RuntimeError):  # the loop is closed at shutdown
-            self.loop.call_soon_threadsafe(self._add, event.to_dict())
+            loop.call_soon_threadsafe(self._add, event.to_dict())
 
     # -- on the loop -----------------------------------------------------------------------
 
@@ -175,11 +177,15 @@ class EventHub:
     def clients(self) -> int:
         return len(self._clients)
 
-    def close(self) -> None:
-        """Stop listening and end every client's stream (call on the loop)."""
+    def detach(self) -> None:
+        """Stop listening to the bus (from any thread)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+
+    def close(self) -> None:
+        """Stop listening and end every client's stream (call on the loop)."""
+        self.detach()
         if self._poller is not None:
             self._poller.cancel()
         for client in list(self._clients):

@@ -9,7 +9,6 @@ check, which also accepts the session cookie that ``/dashboard/api/login`` sets.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import mimetypes
 import os
@@ -46,7 +45,7 @@ def _split(value: str | None) -> frozenset[str]:
 
 def add_dashboard_routes(register: RouteRegister, context: Context, options: DashboardOptions) -> None:
     """Mount the page, its files, ``/v1/events``, live views, snapshots, status and login."""
-    hub = EventHub(context, context.runner.loop, history=options.history, client_queue=options.client_queue)
+    hub = EventHub(context, history=options.history, client_queue=options.client_queue)
     hub.attach()
     feeds = VideoFeeds(max_fps=options.max_fps, quality=options.quality, max_side=options.max_side)
     errors = RecentErrors()
@@ -57,8 +56,7 @@ def add_dashboard_routes(register: RouteRegister, context: Context, options: Das
     def shutdown() -> None:
         errors.detach()
         feeds.stop()
-        with contextlib.suppress(RuntimeError):  # the loop may be gone already
-            context.runner.loop.call_soon_threadsafe(hub.close)
+        hub.detach()
 
     context.on_close(shutdown)
     files = {name: _static(name) for name in STATIC}
