@@ -268,3 +268,19 @@ def test_kv_cache_that_does_not_fit_is_a_config_error(tiny_dirs: dict[str, Path]
         assert 256 <= engine.capacity < 1024
     finally:
         engine.close()
+
+
+def test_fixed_shape_decode_gives_the_same_tokens(tiny_dirs: dict[str, Path], engines: dict[str, Any]) -> None:
+    """The CUDA step layout (power-of-two batch buckets padded with the scratch slot, attention over the
+    whole capacity), run on the CPU: the same tokens as the CPU layout."""
+    fixed = make_engine(tiny_dirs["gemma3"], prefix_slots=0, fixed_shapes=True)
+    try:
+        prompts = [fixed.model.prompt(messages(t, image(17 + i))) for i, t in enumerate(
+            ["describe the picture", "a dog runs", "is there smoke or fire in the kitchen?"])]
+        got = [j.tokens for j in run_jobs(fixed, prompts, 10)]
+        ref = engines["gemma3"]
+        assert got == [j.tokens for j in run_jobs(ref, [ref.model.prompt(m) for m in (
+            messages("describe the picture", image(17)), messages("a dog runs", image(18)),
+            messages("is there smoke or fire in the kitchen?", image(19)))], 10)]
+    finally:
+        fixed.close()
