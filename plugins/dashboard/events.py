@@ -9,6 +9,7 @@ Each bus event (``description``, ``alert``, ``source``, ``describer``, ``process
 
 Besides the bus events, the hub adds ``description.partial`` while a describer's
 streamed answer comes in (the text so far; the bus carries only finished answers).
+These are transient: they have no ``id`` and are not kept for replay.
 
 ``?type=a,b`` keeps only those types, ``?stream=main,cam2`` only events whose
 ``source`` is one of those. The newest ``history`` events are kept: a client that
@@ -61,6 +62,8 @@ class _Client:
 
 def _message(item: dict[str, Any]) -> str:
     data = json.dumps(item, default=str, ensure_ascii=False, separators=(",", ":"))
+    if "id" not in item:  # transient: the client's Last-Event-ID stays at the last kept event
+        return f"event: {item['type']}\ndata: {data}\n\n"
     return f"id: {item['id']}\nevent: {item['type']}\ndata: {data}\n\n"
 
 
@@ -99,9 +102,10 @@ class EventHub:
 
     # -- on the loop -----------------------------------------------------------------------
 
-    def _add(self, item: dict[str, Any]) -> None:
-        item = {"id": self._next_id, **item}
-        self._next_id += 1
+    def _add(self, item: dict[str, Any], *, transient: bool = False) -> None:
+        if not transient:
+            item = {"id": self._next_id, **item}
+            self._next_id += 1
         self.published += 1
         payload = item.get("payload") or {}
         if item["type"] == "description":
@@ -114,7 +118,8 @@ class EventHub:
             self.snapshot_paths[name] = path
             while len(self.snapshot_paths) > 2000:
                 self.snapshot_paths.popitem(last=False)
-        self._history.append(item)
+        if not transient:
+            self._history.append(item)
         for client in list(self._clients):
             if client.overflow or not client.wanted.wants(item):
                 continue
@@ -139,7 +144,7 @@ class EventHub:
                 payload["partial"] = True
                 self._add({"type": "description.partial", "time": time.time(),
                            "source": self._describer_source.get(key), "frame_index": payload.get("frame_index"),
-                           "payload": payload})
+                           "payload": payload}, transient=True)
 
     def recent(self, types: Collection[str] = ()) -> list[dict[str, Any]]:
         """Kept events, oldest first (of ``types`` only, if given)."""
