@@ -12,6 +12,7 @@ import asyncio
 import logging
 import mimetypes
 import os
+from collections.abc import Awaitable, Callable
 from importlib import resources
 
 from starlette.requests import Request
@@ -61,7 +62,7 @@ def add_dashboard_routes(register: RouteRegister, context: Context, options: Das
     context.on_close(shutdown)
     files = {name: _static(name) for name in STATIC}
 
-    def file_endpoint(name: str):  # type: ignore[no-untyped-def]
+    def file_endpoint(name: str) -> Callable[[Request], Awaitable[Response]]:
         media = _TYPES.get(os.path.splitext(name)[1]) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
         async def serve_file(request: Request) -> Response:
