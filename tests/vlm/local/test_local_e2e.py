@@ -128,6 +128,12 @@ def test_serve_local_through_the_openai_sdk(local_server: str, tiny_dirs: dict[s
         {"type": "text", "text": "describe the picture"},
         {"type": "image_url", "image_url": {"url": "stream://testpattern"}}]}])
     assert live.usage is not None and live.usage.prompt_tokens == with_image.usage.prompt_tokens
+    native = httpx.post(f"{local_server}/api/chat", timeout=60, json={
+        "model": model, "stream": False, "options": {"num_predict": 5},
+        "messages": [{"role": "user", "content": "describe the picture",
+                      "images": [base64.b64encode(encode_jpeg(image(31), 90)).decode()]}]})
+    assert native.status_code == 200, native.text
+    assert native.json()["message"]["content"] and native.json()["eval_count"] >= 1
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="someone/else", messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(openai.BadRequestError) as info:
