@@ -23,9 +23,10 @@ newer vLLM), ``"vllm"`` gives the legacy top-level ``{"object": "error", ...}``.
 Streaming is SSE: a role chunk, content deltas, a finish chunk, a usage chunk
 with empty ``choices`` when ``stream_options.include_usage`` is set, then
 ``data: [DONE]``. A system prompt containing ``/think`` makes the model
-"reason" into ``reasoning_content`` first (vLLM's reasoning parser shape).
+"reason" (``reasoning``, a text) into ``reasoning_content`` first (vLLM's
+reasoning parser shape).
 
-Knobs: ``models``, ``reply`` (text or ``fn(body, images, videos)``),
+Knobs: ``models``, ``reply`` (text or ``fn(body, images, videos)``), ``reasoning``,
 ``token_delay``, ``stream_error_after``, ``drop_after``, ``ready``,
 ``accept_video``, ``api_key``, ``error_style``, ``strict_fields`` (reject
 unknown top-level fields like OpenAI does; vLLM ignores them), plus the
@@ -91,6 +92,7 @@ class FakeOpenAI(FakeHTTPServer):
         self.accept_video = accept_video
         self.strict_fields = strict_fields
         self.ready = True
+        self.reasoning = "Let me look at the picture carefully."
         self.stream_error_after: int | None = None
         self.stream_error = "CUDA error: an illegal memory access was encountered"
         self.drop_after: int | None = None
@@ -279,7 +281,7 @@ class FakeOpenAI(FakeHTTPServer):
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         if isinstance(limit, int) and limit < len(pieces):
             pieces, finish = pieces[:limit], "length"
-        reasoning = tokens("Let me look at the picture carefully.") if think else []
+        reasoning = tokens(self.reasoning) if think else []
         prompt_tokens = words + 5 + IMAGE_TOKENS * len(images) + sum(IMAGE_TOKENS // 4 * len(v.frames)
                                                                       for v in videos)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(pieces) + len(reasoning),

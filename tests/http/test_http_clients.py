@@ -232,7 +232,9 @@ def test_the_default_model_is_found_when_the_backend_comes_back() -> None:
 
 def test_serve_with_the_nim_backend_evaluates_alerts_on_nim(tmp_path: Path) -> None:
     with FakeOpenAI(reply="no.") as nim:
-        serve = Serve("--backend", "nim", "-c", f"nim-url={nim.base_url}", "-s", "testpattern",
+        nim.reasoning = "YES. There is smoke, yes."  # the reasoning must not decide the alert
+        serve = Serve("--backend", "nim", "-c", f"nim-url={nim.base_url}", "-c", "nim-think=true",
+                      "-s", "testpattern",
                       "-c", "testpattern-fps=10", "-o", "none", "-p", "alerts", "-c", "alerts-interval=0",
                       "-c", f"alerts-snapshot-dir={tmp_path}")
         try:
@@ -244,6 +246,12 @@ def test_serve_with_the_nim_backend_evaluates_alerts_on_nim(tmp_path: Path) -> N
             sent = nim.requests_to("/v1/chat/completions")
             assert sent, "alerts never asked the nim backend"
             assert "smoke" in json.dumps(sent[0].json())
+            rule = httpx.get(serve.url + "/v1/alerts/r0", timeout=10).json()
+            while rule["last_answer"] is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                rule = httpx.get(serve.url + "/v1/alerts/r0", timeout=10).json()
+            assert (rule["state"], rule["last_result"], rule["last_answer"]) == ("off", "false", "no.")
+            assert sent[0].json()["messages"][0]["content"].startswith("/think")  # so the model did reason
         finally:
             serve.stop()
 
