@@ -155,6 +155,9 @@ async def response_events(api: ApiState, request: Request, prepared: Prepared, d
                     draft.reasoning += piece.reasoning
                     yield event("response.reasoning_text.delta", item_id=draft.reasoning_id, output_index=0,
                                 content_index=0, delta=piece.reasoning)
+                elif piece.reasoning:
+                    # Reasoning after the answer began (rare): kept in the final object, not lost.
+                    draft.reasoning += piece.reasoning
                 if piece.text:
                     if message_index is None:
                         for opened in open_message():
