@@ -193,8 +193,9 @@ class _Attention(nn.Module):
         kl, vl = pool.k[:, self.layer], pool.v[:, self.layer]
         kl.index_put_(idx, k.transpose(1, 2))
         vl.index_put_(idx, v.transpose(1, 2))
-        keys = kl[read, :, :window]
-        values = vl[read, :, :window]
+        # index_select on the window view: advanced indexing (kl[read, :, :window]) copies ~20x slower on CPU
+        keys = torch.index_select(kl[:, :, :window], 0, read)
+        values = torch.index_select(vl[:, :, :window], 0, read)
         out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.spec.scaling,
                                              enable_gqa=self.spec.heads != self.spec.kv_heads)
         result: torch.Tensor = self.o_proj(out.transpose(1, 2).reshape(b, s, -1))
