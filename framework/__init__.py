@@ -51,10 +51,11 @@ from .registry import (
 )
 from .results import Caption, Detection, Detections, HasCaption, boxes_of, captions_of
 from .service import Service
+from .site import Site
 from .source import Source, SourceInfo, redact
 from .streams import Stream, StreamRegistry
 from .web import ApiError, RouteRegister, json_response, read_json
-from .worker import BackgroundWorker
+from .worker import BackgroundWorker, FairShare
 
 __version__ = "0.1.0"
 
@@ -78,6 +79,7 @@ __all__ = [
     "Detections",
     "Event",
     "EventBus",
+    "FairShare",
     "Field",
     "Frame",
     "FramelensError",
@@ -103,6 +105,7 @@ __all__ = [
     "Results",
     "RouteRegister",
     "Service",
+    "Site",
     "Source",
     "SourceError",
     "SourceInfo",

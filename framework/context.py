@@ -41,6 +41,8 @@ class Context:
         plugins: the run's plugin manager (``None`` for a context built on a bare registry).
         default_backend: the backend components use when told none (``--backend``, else ``ollama``).
         enabled_plugins: names of the plugins with a component configured in this run.
+        camera: the camera this context serves (``None`` for a run's own, root context).
+        parent: the site's context for a camera's child context (see :meth:`child`), else ``None``.
     """
 
     def __init__(
@@ -52,8 +54,12 @@ class Context:
         runner: AsyncRunner | None = None,
         plugins: PluginManager | None = None,
         default_backend: str | None = None,
+        backend_types: Mapping[str, str] | None = None,
     ) -> None:
         self.registry = registry
+        self.camera: str | None = None
+        self.parent: Context | None = None
+        self.backend_types: dict[str, str] = dict(backend_types or {})
         self.plugins = plugins
         self.default_backend = default_backend or "ollama"
         self.enabled_plugins: set[str] = set()
@@ -71,6 +77,38 @@ class Context:
         self._closers: list[Callable[[], None]] = []
         self._state: dict[str, Any] = {}
         self._state_lock = threading.Lock()
+
+    # -- cameras ---------------------------------------------------------------------------
+
+    def child(self, camera: str, *, namespaces: Mapping[str, Mapping[str, Any]] | None = None) -> Context:
+        """A context for one camera of a site.
+
+        The child has its own ``-c`` namespaces (its stages' ids are ``CAMERA-NAME``), its
+        own sticky results and its own shutdown steps; it shares everything else with
+        this context: events, runner, streams, metrics, backends, :meth:`state`, plugins.
+        Closing the child runs only its own shutdown steps, never those of the shared
+        parts (the site's context closes them).
+        """
+        kid = Context.__new__(Context)
+        kid.__dict__.update(self.__dict__)
+        kid.camera = camera
+        kid.parent = self
+        kid.stopping = threading.Event()
+        kid._namespaces = {k: dict(v) for k, v in (namespaces or {}).items()}
+        kid._sticky = {}
+        kid._sticky_lock = threading.Lock()
+        kid._closers = []
+        return kid
+
+    @property
+    def root(self) -> Context:
+        """The site's context (this one when it is not a camera's child)."""
+        return self.parent.root if self.parent is not None else self
+
+    def unprefixed(self, id: str) -> str:
+        """A camera stage's id without its ``CAMERA-`` prefix (``door-describe`` -> ``describe``)."""
+        prefix = f"{self.camera}-" if self.camera else ""
+        return id[len(prefix):] if prefix and id.startswith(prefix) else id
 
     # -- results that outlive a frame ------------------------------------------------------
 
@@ -107,8 +145,10 @@ class Context:
     # -- options ---------------------------------------------------------------------------
 
     def namespace_options(self, namespace: str) -> dict[str, Any]:
-        """Raw ``-c NAMESPACE-key=value`` settings for ``namespace`` (unvalidated)."""
-        return dict(self._namespaces.get(namespace, {}))
+        """Raw ``-c NAMESPACE-key=value`` settings for ``namespace`` (unvalidated); a camera's
+        child context sees the site's settings under its own."""
+        inherited = self.parent.namespace_options(namespace) if self.parent is not None else {}
+        return {**inherited, **self._namespaces.get(namespace, {})}
 
     def plugin_options(self, namespace: str) -> Any:
         """The validated options a route-only plugin declared with ``register_plugin_options``.
@@ -129,21 +169,32 @@ class Context:
         with self._backend_lock:
             self._backends.setdefault(name, backend)
 
+    def backend_type(self, name: str) -> str:
+        """The registered backend that ``name`` is an instance of (``backends: {vlm: {backend: ollama}}``
+        makes ``vlm`` an ``ollama``); ``name`` itself otherwise."""
+        return self.backend_types.get(name, name)
+
     def backend(self, name: str, *, type: str | None = None) -> VLMBackend:
         """The run's backend called ``name``, created on first use.
 
-        ``type`` is the registered backend to create (default: ``name``); its options
-        are the ``-c NAME-...`` settings that it declares, so ``-p ollama:cam2`` gets
-        an ``ollama`` backend configured by ``-c cam2-url=...``. Everyone who asks for
-        the same name shares one instance, which the context closes at shutdown.
+        ``type`` is the registered backend to create (default: the type the deployment
+        declared for ``name``, else ``name``); its options are the ``-c NAME-...``
+        settings that it declares, so ``-p ollama:cam2`` gets an ``ollama`` backend
+        configured by ``-c cam2-url=...``. Everyone who asks for the same name shares
+        one instance (the cameras of a site too), which the site's context closes at
+        shutdown.
         """
         with self._backend_lock:
             existing = self._backends.get(name)
             if existing is not None:
                 return existing
-            spec = self.registry.get("backend", type or name)
+            spec = self.registry.get("backend", type or self.backend_type(name))
             declared = {option_key(f) for f in spec.options.model_fields}
-            raw = {k: v for k, v in self.namespace_options(name).items() if k in declared}
+            # A camera's own instance (CAMERA-NAME) takes the camera's settings; any other is
+            # the site's, configured by the site's settings whichever camera asks first.
+            own = self.camera is not None and name.startswith(f"{self.camera}-")
+            where = self if own else self.root
+            raw = {k: v for k, v in where.namespace_options(name).items() if k in declared}
             options = parse_options(spec.options, raw, namespace=name)
             backend = spec.create(name, options, self)
             if not isinstance(backend, VLMBackend):
@@ -176,7 +227,16 @@ class Context:
         self._closers.append(fn)
 
     def close(self) -> None:
+        """Run the shutdown steps. A camera's child context stops there; the root context
+        also closes every stream, every shared backend and the runner."""
         self.stopping.set()
+        if self.parent is not None:
+            for fn in reversed(self._closers):
+                try:
+                    fn()
+                except Exception:
+                    log.exception("shutdown step %r failed", fn)
+            return
         self.streams.close_all()
         for fn in reversed(self._closers):
             try:

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from .config import RunConfig, StageConfig
     from .plugin_manager import PluginManager
     from .runtime import Runtime
+    from .site import Site
 
 # The config module (and PyYAML) is imported on first use, so `import framelens` stays as
 # light as it was before Pipeline was exported from it.
@@ -117,6 +118,10 @@ class Pipeline:
     - ``run``: run settings (``{"max-frames": 100, "realtime": True}``; ``_`` or ``-``).
     - ``plugins``: the plugin manager whose components are used (default: the process's).
     - ``need_source``: ``False`` runs without a source (services only, as ``serve`` does).
+    - ``cameras``: several cameras instead of ``source``, as a deployment file's ``cameras:``
+      (``{"door": "rtsp://...", "garage": {"source": ..., "processors": [...], "options": {...}}}``);
+      ``processors`` and ``outputs`` are then the defaults of every camera that gives none,
+      and the run is a :class:`~framelens.Site` (its frames carry the camera as ``source_id``).
 
     The shape of the arguments is checked here; components, options and run settings are
     checked when :meth:`run`, :meth:`frames` or :meth:`build` is called, before anything
@@ -136,15 +141,18 @@ class Pipeline:
         plugins: PluginManager | None = None,
         need_source: bool = True,
         stdout: IO[str] | None = None,
+        cameras: Mapping[str, str | Mapping[str, Any]] | None = None,
     ) -> None:
         if source is not None and not isinstance(source, str):
             raise ConfigError(f"source: expected a locator such as 'testpattern', got {type(source).__name__}")
-        from .config import RunConfig
+        from .config import RunConfig, load_cameras
 
         cfg = RunConfig(source=source)
         cfg.stages = _entries(processors, "processors", "processor")
         cfg.outputs = _entries(outputs, "outputs", "output")
         cfg.raw_settings = _settings(options)
+        if cameras is not None:
+            load_cameras(cfg, {"cameras": cameras}, "Pipeline")
         cfg.run = _run_settings(run)
         if backend is not None:
             cfg.run["backend"] = backend
@@ -156,7 +164,7 @@ class Pipeline:
         self.plugins = plugins
         self.need_source = need_source
         self.stdout = stdout
-        self.runtime: Runtime | None = None
+        self.runtime: Runtime | Site | None = None
 
     @classmethod
     def from_config(cls, cfg: RunConfig, *, plugins: PluginManager | None = None, need_source: bool = True,
@@ -176,13 +184,16 @@ class Pipeline:
 
     # -- running ---------------------------------------------------------------------------
 
-    def build(self, *, max_frames: int | None = None) -> Runtime:
+    def build(self, *, max_frames: int | None = None) -> Runtime | Site:
         """Validate everything and construct the components, opening no device.
 
-        Returns the built :class:`~framelens.runtime.Runtime` (also kept as ``self.runtime``).
+        Returns the built :class:`~framelens.runtime.Runtime` (also kept as ``self.runtime``),
+        or a :class:`~framelens.Site` when the configuration declares cameras
+        (``max_frames`` then counts per camera).
         """
         from .plugin_manager import get_plugin_manager
         from .runtime import Runtime
+        from .site import Site
 
         # Building resolves names into the config; each run gets its own copy.
         cfg = copy.deepcopy(self.config)
@@ -192,6 +203,11 @@ class Pipeline:
             cfg.run["max-frames"] = max_frames
         check_run_numbers(cfg)
         manager = self.plugins or get_plugin_manager()
+        if cfg.cameras:
+            site = Site(cfg, manager.registry, plugins=manager, stdout=self.stdout)
+            site.build()
+            self.runtime = site
+            return site
         runtime = Runtime(cfg, manager.registry, plugins=manager, stdout=self.stdout)
         runtime.build(need_source=self.need_source)
         self.runtime = runtime

@@ -25,6 +25,7 @@ from .options import option_key
 from .output import Output
 from .plugin_manager import PluginManager
 from .processor import Processor
+from .rate import RateGate
 from .registry import ComponentSpec, Registry
 from .service import Service
 from .source import Source
@@ -38,13 +39,15 @@ log = logging.getLogger("framelens.runtime")
 
 @dataclass
 class Stage:
-    """A processor in the pipeline, with its failure count and timings."""
+    """A processor in the pipeline, with its failure count, timings and rate gate
+    (``None`` when it runs on every frame)."""
 
     id: str
     processor: Processor
     timings: Timings = field(default_factory=Timings)
     failures: int = 0
     enabled: bool = True
+    rate: RateGate | None = None
 
 
 class Runtime:
@@ -53,13 +56,21 @@ class Runtime:
     ``build()`` validates everything and constructs components without touching
     devices, so a bad setting fails before anything starts. ``run()`` starts the
     components, loops, and always shuts everything down in reverse order.
+
+    A camera of a site (:class:`~framelens.Site`) is a runtime built with the site's
+    context as ``parent``: it gets a child context, its frames and events carry
+    ``camera`` as their source, and it leaves the shared parts (runner, events
+    file, streams of others, backends) to the site.
     """
 
     def __init__(self, cfg: RunConfig, registry: Registry, *, stdout: IO[str] | None = None,
-                 plugins: PluginManager | None = None) -> None:
+                 plugins: PluginManager | None = None, camera: str = "main",
+                 parent: Context | None = None) -> None:
         self.cfg = cfg
         self.registry = registry
         self.plugins = plugins
+        self.camera = camera
+        self.parent = parent
         self.stdout = stdout or sys.stdout
         self.context: Context | None = None
         self.source: Source | None = None
@@ -74,6 +85,13 @@ class Runtime:
         self._events_writer: JsonLinesWriter | None = None
         self._started = time.monotonic()
         self.seconds: float | None = None
+        # Set by a Site: called with (camera, error) when the camera cannot be opened at start,
+        # with (camera) once it opened; on_started after the components started, before_shutdown
+        # before they are closed.
+        self.on_open_failure: Any = None
+        self.on_opened: Any = None
+        self.on_started: Any = None
+        self.before_shutdown: Any = None
 
     # -- building --------------------------------------------------------------------------
 
@@ -91,6 +109,7 @@ class Runtime:
                 spec = registry.resolve("output", stage.target)
                 stage.name, stage.id = spec.name, stage.id or spec.name
         validated_stages = [self._find_stage_spec(stage) for stage in cfg.stages]
+        cfg.check_backend_types(registry)
         cfg.resolve_settings(registry, self.source_spec)
         if self.source_spec is not None:
             self._apply_source_requests(self.source_spec)
@@ -103,8 +122,11 @@ class Runtime:
             )
         checked = [cfg.validate_stage(spec, stage) for spec, stage in validated_stages]
         outputs = [cfg.validate_stage(registry.get("output", o.name), o) for o in cfg.outputs]
-        self.context = Context(registry, namespaces=cfg.settings, plugins=self.plugins,
-                               default_backend=self.setting("backend"))
+        if self.parent is not None:
+            self.context = self.parent.child(self.camera, namespaces=cfg.settings)
+        else:
+            self.context = Context(registry, namespaces=cfg.settings, plugins=self.plugins,
+                                   default_backend=self.setting("backend"), backend_types=cfg.backend_types)
         ctx = self.context
         for namespace in registry.plugin_options:
             ctx.plugin_options(namespace)  # a bad -c value stops the run here, before anything starts
@@ -112,7 +134,7 @@ class Runtime:
         ctx.enabled_plugins.update(v.spec.plugin for v in outputs)
         if self.source_spec is not None:
             ctx.enabled_plugins.add(self.source_spec.plugin)
-        default_backend = registry.find("backend", ctx.default_backend)
+        default_backend = registry.find("backend", ctx.backend_type(ctx.default_backend))
         if default_backend is not None:
             ctx.enabled_plugins.add(default_backend.plugin)
         if self.source_spec is not None:
@@ -125,7 +147,8 @@ class Runtime:
                 self.services.append((v.id, self._construct(v, Service, make_service)))
             else:
                 proc = self._construct(v, Processor, lambda v: v.spec.create(v.id, v.options, ctx))
-                self.stages.append(Stage(v.id, proc))
+                gate = RateGate(v.rate) if v.rate is not None else None
+                self.stages.append(Stage(v.id, proc, rate=gate if gate is not None and gate.active else None))
         for v in outputs:
             make_output = lambda v: v.spec.create(v.id, v.target or v.spec.name, v.options, ctx)  # noqa: E731
             self.outputs.append((v.id, self._construct(v, Output, make_output)))
@@ -208,9 +231,11 @@ class Runtime:
         started_components: list[Any] = []
         self._started = time.monotonic()
         frames: Iterator[Frame] | None = None
+        camera = self.parent is not None
         try:
-            self._open_events(ctx)
-            ctx.runner.start()
+            if not camera:  # a site's camera shares the site's events file and runner
+                self._open_events(ctx)
+                ctx.runner.start()
             for _, service in self.services:
                 service.start()
                 started_components.append(service)
@@ -220,7 +245,10 @@ class Runtime:
             for _, output in self.outputs:
                 output.start()
                 started_components.append(output)
-            ctx.events.publish("run", {"state": "started"})
+            if not camera:
+                ctx.events.publish("run", {"state": "started"})
+            if self.on_started is not None:
+                self.on_started()
             self._started = time.monotonic()
             if self.source is not None:
                 frames = self._frames(ctx, self.source)
@@ -234,6 +262,11 @@ class Runtime:
             self.seconds = time.monotonic() - self._started
             if isinstance(frames, Generator):
                 frames.close()
+            if self.before_shutdown is not None:
+                try:
+                    self.before_shutdown()
+                except Exception:
+                    log.exception("stopping the cameras failed")
             self._shutdown(ctx, started_components)
 
     def _open_events(self, ctx: Context) -> None:
@@ -252,10 +285,11 @@ class Runtime:
 
     def _frames(self, ctx: Context, source: Source) -> Iterator[Frame]:
         """Yield frames from the source: via a capture thread if live, else in turn."""
+        cam = self.camera
         if source.live:
-            self._capture = LiveCapture(source, "main", ctx.events)
-            self._capture.start(wait_open=True)
-            ctx.streams.add(Stream("main", self.cfg.source or "", self._capture, origin="cli", opened_at=time.time()))
+            self._capture = LiveCapture(source, cam, ctx.events)
+            self._open_capture(self._capture)
+            ctx.streams.add(Stream(cam, self.cfg.source or "", self._capture, origin="cli", opened_at=time.time()))
             while not self._stop.is_set():
                 frame = self._capture.next(timeout=0.25)
                 if frame is None:
@@ -266,9 +300,17 @@ class Runtime:
             return
         realtime = bool(self.setting("realtime"))
         loop_file = bool(self.setting("loop"))
-        info = source.open()
+        try:
+            info = source.open()
+        except Exception as exc:
+            if self.on_open_failure is None:
+                raise
+            self.on_open_failure(self.camera, exc)  # a file that cannot be opened will not appear later
+            return
+        if self.on_opened is not None:
+            self.on_opened(self.camera)
         ctx.events.publish("source", {"state": "connected", "url": source.describe(), "width": info.width,
-                                      "height": info.height, "fps": info.fps}, source="main")
+                                      "height": info.height, "fps": info.fps}, source=cam)
         index = 0
         fps = info.fps if realtime and info.fps else None
         t0 = time.monotonic()
@@ -280,15 +322,30 @@ class Runtime:
                     source.close()
                     source.open()
                     continue
-                ctx.events.publish("source", {"state": "ended", "url": source.describe()}, source="main")
+                ctx.events.publish("source", {"state": "ended", "url": source.describe()}, source=cam)
                 return
             if fps:
                 delay = t0 + played / fps - time.monotonic()
                 if delay > 0 and self._stop.wait(delay):
                     return
             played += 1
-            yield Frame(image, index, time.time(), "main")
+            yield Frame(image, index, time.time(), cam)
             index += 1
+
+    def _open_capture(self, capture: LiveCapture) -> None:
+        """Open a live source; a site overrides how a camera that cannot be opened is handled."""
+        if self.on_open_failure is None:
+            capture.start(wait_open=True)
+            return
+        try:
+            capture.start(wait_open=True)
+        except Exception as exc:
+            self.on_open_failure(self.camera, exc)
+            # Marked lost and retried with back-off in the background; the other cameras go on.
+            capture.start(wait_open=False)
+            return
+        if self.on_opened is not None:
+            self.on_opened(self.camera)
 
     def _stream_frames(self, ctx: Context) -> Iterator[Frame]:
         """Without ``-s``: follow the newest stream registered at run time (``serve`` mode)."""
@@ -304,13 +361,24 @@ class Runtime:
     def _loop(self, ctx: Context, frames: Iterator[Frame]) -> Iterator[Frame]:
         max_frames = self.setting("max-frames")
         max_failures = int(self.setting("max-failures", 10) or 10)
-        counter = Counter("framelens_frames", "Frames processed", ["source"], registry=ctx.metrics)
+        # One counter per metrics registry: the cameras of a site share it, labelled by source.
+        counter = ctx.state("framelens.frames_counter",
+                            lambda: Counter("framelens_frames", "Frames processed", ["source"], registry=ctx.metrics))
         per_source: dict[str, Any] = {}  # labelled children, looked up once per source, not per frame
         for frame in frames:
             frame = frame.replace(results=Results(ctx.sticky_results()))
             for stage in self.stages:
-                if stage.enabled:
+                if not stage.enabled:
+                    continue
+                gate = stage.rate
+                if gate is None:
                     frame = self._run_stage(ctx, stage, frame, max_failures)
+                elif gate.admit():
+                    before = dict(frame.results)
+                    frame = self._run_stage(ctx, stage, frame, max_failures)
+                    gate.remember(before, frame)
+                else:
+                    frame = gate.replay(frame)
             for name, output in self.outputs:
                 try:
                     output.write(frame)
@@ -354,6 +422,11 @@ class Runtime:
     def _shutdown(self, ctx: Context, started: list[Any]) -> None:
         if self._capture is not None:
             self._capture.stop()
+            if self.parent is not None:
+                try:
+                    ctx.streams.remove(self.camera)  # only its own stream; the site's others stay
+                except KeyError:
+                    pass
         elif self.source is not None:
             self.source.close()
         closers = {id(p.processor): p.processor.close for p in self.stages}
@@ -364,7 +437,8 @@ class Runtime:
                 closers[id(component)]()
             except Exception:
                 log.exception("closing %s failed", type(component).__name__)
-        ctx.events.publish("run", {"state": "stopped", "frames": self.frames})
+        if self.parent is None:
+            ctx.events.publish("run", {"state": "stopped", "frames": self.frames})
         ctx.close()
         if self._events_writer is not None:
             self._events_writer.close()
@@ -376,6 +450,8 @@ class Runtime:
         processors = {}
         for stage in self.stages:
             processors[stage.id] = {**stage.timings.summary(), **stage.processor.stats()}
+            if stage.rate is not None:
+                processors[stage.id]["skipped"] = stage.rate.skipped
         return {
             "frames": self.frames,
             "seconds": round(seconds, 3),

@@ -346,5 +346,5 @@ def run_pipeline(argv: Sequence[str]) -> tuple[dict[str, Any], CollectingOutput,
     with plugin_registered(_CollectPlugin(output), "framelens-testing-collect"):
         pipeline = Pipeline.from_config(config_from_args(args), stdout=io.StringIO())
         report = pipeline.run()
-    assert pipeline.runtime is not None
+    assert isinstance(pipeline.runtime, Runtime), "run_pipeline runs one camera; use Pipeline(cameras=...)"
     return report, output, pipeline.runtime

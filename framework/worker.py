@@ -12,14 +12,20 @@ Every slow processor (VLM describers, alert evaluation, heavy models) uses
 
 At most one frame waits while a call is in flight; a newer frame replaces it,
 so when the worker frees up it always starts on the newest frame there is.
+
+Workers of many cameras that ask one backend can share a :class:`FairShare`: a
+limit on their calls in flight whose freed slots go to the longest waiter, so a
+slow backend slows every camera evenly instead of starving some.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
@@ -27,11 +33,63 @@ from .aio import AsyncRunner
 from .frame import Frame
 from .stats import Timings
 
-__all__ = ["BackgroundWorker"]
+__all__ = ["BackgroundWorker", "FairShare"]
 
 log = logging.getLogger("framelens.worker")
 
 R = TypeVar("R")
+
+
+class FairShare:
+    """At most ``limit`` calls in flight among the workers that share it, served first come,
+    first served.
+
+    A freed slot is handed straight to the longest-waiting call, so a worker that asks
+    again the moment its answer came back cannot overtake workers that were already
+    waiting (a plain semaphore lets it, and under load some cameras then starve). Used
+    on one event loop (the run's runner); give it a limit no larger than what the
+    backend serves at once, so the backend's own queue never has to pick.
+    """
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("FairShare needs a limit of at least 1")
+        self.limit = limit
+        self.in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def waiting(self) -> int:
+        return sum(1 for w in self._waiters if not w.done())
+
+    async def acquire(self) -> None:
+        if self.in_flight < self.limit and not self.waiting:
+            self.in_flight += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # on success the slot was handed over: in_flight already counts it
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # handed a slot just as it was cancelled: pass the slot on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.in_flight -= 1
+
+    async def run(self, call: Awaitable[R]) -> R:
+        """Await ``call`` in a slot."""
+        await self.acquire()
+        try:
+            return await call
+        finally:
+            self.release()
 
 
 class BackgroundWorker(Generic[R]):
@@ -49,6 +107,8 @@ class BackgroundWorker(Generic[R]):
             :class:`TimeoutError`; ``None`` waits for ever.
         on_result: ``on_result(frame, result, seconds)`` after each successful call.
         on_error: ``on_error(frame, exception, seconds)`` after each failed call.
+        share: a :class:`FairShare` that async calls wait in (the time waited counts
+            towards ``timeout``), for workers of many cameras sharing one backend.
     """
 
     def __init__(
@@ -61,8 +121,10 @@ class BackgroundWorker(Generic[R]):
         on_result: Callable[[Frame, R, float], None] | None = None,
         on_error: Callable[[Frame, BaseException, float], None] | None = None,
         runner: AsyncRunner | None = None,
+        share: FairShare | None = None,
     ) -> None:
         self.name = name
+        self.share = share
         self._fn = fn
         self._is_async = inspect.iscoroutinefunction(fn)
         if self._is_async and runner is None:
@@ -162,6 +224,8 @@ class BackgroundWorker(Generic[R]):
             assert self._runner is not None
             coro = self._fn(frame)
             assert inspect.iscoroutine(coro)
+            if self.share is not None:
+                coro = self.share.run(coro)
             result: R = self._runner.run(coro, self.timeout)
             return result
         started = time.monotonic()

@@ -22,6 +22,10 @@ examples:
       measure a pipeline on a file, as fast as it goes
   framelens run -f configs/webcam-ollama.yaml -c ollama-model=moondream
       run a deployment file, overriding one option
+  framelens run -s door=rtsp://cam1/s1 -s garage=rtsp://cam2/s1 -p ollama -p captions -o out-{camera}.mp4
+      two cameras in one process, each its own loop, sharing one Ollama backend
+  framelens run -s clip.mp4 -p facedetect -c facedetect-every=3 -p captions -o mjpeg
+      run facedetect on every third frame only (-c NAME-max-fps=F: at most F times a second)
 
 Options are namespaced by the component's name (or the id given as -p NAME:ID):
 -c ollama-model=llava sets option `model` of `ollama`. See `framelens list NAME`.
@@ -54,10 +58,13 @@ def add_parser(sub: Any) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("-s", "--source", help="testpattern, 0, /dev/video0, v4l2:///dev/video0, csi://0, "
-                   "rtsp://..., http://..., a video, an image, a directory or glob (default 0)")
+    p.add_argument("-s", "--source", action="append", default=[], metavar="[ID=]SOURCE",
+                   help="testpattern, 0, /dev/video0, v4l2:///dev/video0, csi://0, rtsp://..., http://..., a video,"
+                   " an image, a directory or glob (default 0); repeat as -s door=URL -s garage=URL for several"
+                   " cameras, each its own pipeline")
     p.add_argument("-o", "--output", action="append", default=[], metavar="TARGET",
-                   help="mjpeg (default), rtsp, none, or a file such as out.mp4; repeatable")
+                   help="mjpeg (default), rtsp, none, or a file such as out.mp4; repeatable; with several cameras"
+                   " a target holds {camera} (out-{camera}.mp4) or is none")
     add_pipeline_arguments(p)
     p.add_argument("--width", type=int, help="requested capture width")
     p.add_argument("--height", type=int, help="requested capture height")
@@ -93,7 +100,11 @@ def config_from_args(args: argparse.Namespace, *, default_output: str | None = "
     merge_cli(cfg, source=getattr(args, "source", None), stages=args.processor,
               outputs=getattr(args, "output", []), settings=args.config, run=run_flags)
     if not cfg.outputs and default_output:
-        merge_cli(cfg, source=None, stages=[], outputs=[default_output], settings=[], run={})
+        if len(cfg.cameras) > 1:
+            default_output = "none"  # one mjpeg port cannot show several cameras; each camera names its own
+        # Only the defaults: a camera's own outputs from the file stay.
+        cfg.outputs = merge_cli(RunConfig(), source=None, stages=[], outputs=[default_output], settings=[],
+                                run={}).outputs
     return cfg
 
 

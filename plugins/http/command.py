@@ -32,7 +32,9 @@ def add_serve_command(cli: CommandRegister) -> None:
     )
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port (default 9000)")
-    p.add_argument("-s", "--source", help="also open this source as stream://main")
+    p.add_argument("-s", "--source", action="append", default=[], metavar="[ID=]SOURCE",
+                   help="also open this source as stream://main; repeat as -s door=URL -s garage=URL for several"
+                   " cameras (stream://door, ...), each its own pipeline")
     p.add_argument("-o", "--output", action="append", default=[], metavar="TARGET",
                    help="outputs (mjpeg, rtsp, a file) for the -s source or, without -s, for the newest stream"
                    " that requests opened")
@@ -56,5 +58,5 @@ def handle(args: argparse.Namespace) -> int:
         chosen = [value for key, value, _ in cfg.raw_settings if key == f"{service}-backend"]
         if chosen:
             cfg.run["backend"] = str(chosen[-1])
-    Pipeline.from_config(cfg, need_source=args.source is not None).run()
+    Pipeline.from_config(cfg, need_source=bool(args.source)).run()
     return 0

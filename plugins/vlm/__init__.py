@@ -42,9 +42,9 @@ def register_backends(register: RegisterFn) -> None:
 
 def _describe(options: DescribeOptions, context: Context, id: str) -> Describer:
     name = options.backend or context.default_backend
-    if context.registry.find("backend", name) is None:
+    if context.registry.find("backend", context.backend_type(name)) is None:
         try:
-            context.registry.get("backend", name)
+            context.registry.get("backend", context.backend_type(name))
         except ConfigError as exc:
             raise ConfigError(f"-c {id}-backend={name}: {exc}") from None
     return Describer(options, context, get_backend=lambda: context.backend(name), id=id, model=options.model)
@@ -54,7 +54,17 @@ def _alias(backend: str) -> Callable[[DescriberOptions, Context, str], Describer
     """``-p BACKEND``: ``describe`` bound to ``backend``, configured from the stage's own namespace."""
 
     def make(options: DescriberOptions, context: Context, id: str) -> Describer:
-        return Describer(options, context, get_backend=lambda: context.backend(id, type=backend), id=id)
+        name = id
+        base = context.unprefixed(id)
+        if base != id:
+            # A camera's `-p ollama`: one backend for every camera, unless this camera's stage
+            # sets backend options of its own (-c door-ollama-url=...).
+            declared = {f.replace("_", "-") for f in context.registry.get("backend", backend).options.model_fields}
+            mine = {k: v for k, v in context.namespace_options(id).items() if k in declared}
+            shared = {k: v for k, v in context.root.namespace_options(base).items() if k in declared}
+            if mine == shared:
+                name = base
+        return Describer(options, context, get_backend=lambda: context.backend(name, type=backend), id=id)
 
     return make
 

@@ -43,6 +43,7 @@ from framelens import (
     ConfigError,
     ContentPart,
     Context,
+    FairShare,
     Field,
     Frame,
     GenerationParams,
@@ -59,6 +60,7 @@ from framelens import (
 )
 
 from .media import encode_mp4
+from .pool import ServerPool
 
 __all__ = ["DescribeOptions", "Describer", "DescriberOptions", "Description"]
 
@@ -215,8 +217,19 @@ class Describer(Processor):
         self.worker = BackgroundWorker(
             self.key, self._describe, interval=self.options.interval, timeout=self.timeout + 1.0,
             on_result=self._on_result, on_error=self._on_error, runner=self.context.runner,
+            share=self._fair_share(backend),
         )
         self.worker.start()
+
+    def _fair_share(self, backend: VLMBackend) -> FairShare | None:
+        """One first-come-first-served queue per pooled backend for all describers asking it
+        (the cameras of a site), sized to what its servers take at once, so the pool's
+        own wait never lets a quick re-asker overtake a camera that was waiting."""
+        pool = getattr(backend, "pool", None)
+        if not isinstance(pool, ServerPool):
+            return None
+        limit = pool.max_in_flight * len(pool.urls)
+        return self.context.state(f"vlm.fair-share.{id(backend)}", lambda: FairShare(limit))
 
     def process(self, frame: Frame) -> Frame:
         if self.frames > 1:

@@ -1,0 +1,292 @@
+"""Many cameras in one process: framelens.Site through Pipeline, deployment files and the CLI."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fakes import FakeOllama, unused_url
+from helpers import free_port, run_cli
+
+from framelens import ConfigError, Frame, Options, Pipeline, Processor, RegisterProcessor, Site, hookimpl
+from framelens.testing import FakeBackend, FakeBackendPlugin, plugin_registered
+
+THREE = """\
+backends: {vlm: {backend: fakecam}}
+defaults:
+  processors: [{describe: {backend: vlm}}, captions]
+  outputs: [none]
+cameras:
+  door: testpattern
+  garage: {source: testpattern, options: {describe-prompt: "Is the garage open?"}}
+  yard: {source: testpattern, processors: [{describe: {backend: vlm, prompt: "Any animals?"}}, fps]}
+options: {testpattern-fps: 30}
+"""
+
+
+@pytest.fixture
+def fakecam() -> Iterator[FakeBackendPlugin]:
+    """A backend type ``fakecam`` whose every instance is a new FakeBackend (so a test can count them)."""
+    plugin = FakeBackendPlugin("fakecam", make=lambda: FakeBackend(lambda r: f"seen: {r.text}", delay=0.02))
+    made: list[FakeBackend] = []
+    original = plugin._create
+
+    def counting(options: Options, context: object) -> FakeBackend:
+        backend = original(options, context)
+        assert isinstance(backend, FakeBackend)
+        made.append(backend)
+        return backend
+
+    plugin._create = counting  # type: ignore[method-assign]
+    plugin.made = made  # type: ignore[attr-defined]
+    with plugin_registered(plugin, "site-test-fakecam"):
+        yield plugin
+
+
+def _collect(pipeline: Pipeline, until: float, done: object) -> dict[str, list[Frame]]:
+    frames: dict[str, list[Frame]] = collections.defaultdict(list)
+    deadline = time.monotonic() + until
+    with contextlib.closing(pipeline.frames()) as it:
+        for frame in it:
+            frames[frame.source_id].append(frame)
+            if done(frames) or time.monotonic() > deadline:  # type: ignore[operator]
+                break
+    return frames
+
+
+def _described(frames: list[Frame], key: str) -> list[str]:
+    return [f.results[key].text for f in frames if key in f.results and not f.results[key].partial
+            and f.results[key].text]
+
+
+def test_three_cameras_from_a_file_with_shared_defaults(tmp_path: Path, fakecam: FakeBackendPlugin) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text(THREE)
+    events = tmp_path / "events.jsonl"
+    pipeline = Pipeline.from_file(path)
+    pipeline.config.run["events"] = str(events)
+
+    def done(frames: dict[str, list[Frame]]) -> bool:
+        return all(_described(frames.get(c, []), f"{c}-describe") for c in ("door", "garage", "yard"))
+
+    frames = _collect(pipeline, 20, done)
+    assert set(frames) == {"door", "garage", "yard"}
+    for camera, got in frames.items():
+        assert all(f.source_id == camera for f in got)
+        # Each camera's results are its own: no other camera's describer on its frames.
+        others = {c for c in ("door", "garage", "yard") if c != camera}
+        assert not {k for f in got for k in f.results if k.split("-")[0] in others}
+    assert "Describe what is in this picture" in _described(frames["door"], "door-describe")[-1]
+    assert "Is the garage open?" in _described(frames["garage"], "garage-describe")[-1]
+    assert "Any animals?" in _described(frames["yard"], "yard-describe")[-1]
+    assert "fps" in frames["yard"][-1].results and "fps" not in frames["door"][-1].results
+    # One backend instance `vlm` (type fakecam) serves all three cameras.
+    made = fakecam.made  # type: ignore[attr-defined]
+    assert len(made) == 1 and made[0].closed
+    asked = {"Is the garage open?" in r.text for r in made[0].requests}
+    assert asked == {True, False}
+    lines = [json.loads(line) for line in events.read_text().splitlines()]
+    sources = {e["source"] for e in lines if e["type"] == "description"}
+    assert sources <= {"door", "garage", "yard"} and "door" in sources
+    assert {e["source"] for e in lines if e["type"] == "source"} == {"door", "garage", "yard"}
+    assert [e["payload"]["state"] for e in lines if e["type"] == "run"] == ["started", "stopped"]
+    report = pipeline.report()
+    assert set(report["cameras"]) == {"door", "garage", "yard"}
+    assert report["frames"] == sum(c["frames"] for c in report["cameras"].values()) > 0
+    assert list(report["cameras"]["yard"]["processors"]) == ["yard-describe", "yard-fps"]
+
+
+def test_repeated_s_on_the_command_line_reports_per_camera() -> None:
+    proc = run_cli(["run", "-s", "a=testpattern", "-s", "b=testpattern", "-p", "fps", "-o", "none",
+                    "-c", "b-fps-size=0.5", "--max-frames", "20", "--benchmark"], timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert set(report["cameras"]) == {"a", "b"}
+    for camera in ("a", "b"):
+        assert report["cameras"][camera]["frames"] == 20
+        assert list(report["cameras"][camera]["processors"]) == [f"{camera}-fps"]
+    assert report["frames"] == 40
+
+
+class Slow(Processor):
+    """Takes 30 ms a frame: a camera whose pipeline is expensive."""
+
+    def process(self, frame: Frame) -> Frame:
+        time.sleep(0.03)
+        return frame
+
+
+class SlowPlugin:
+    @hookimpl
+    def register_processors(self, register: RegisterProcessor) -> None:
+        register("slowstage", lambda options, context: Slow())
+
+
+def test_a_camera_that_fails_or_is_slow_never_slows_the_others() -> None:
+    down = unused_url("/stream").replace("http://", "rtsp://")
+    cameras = {
+        "good": "testpattern",
+        "lost": down,                                           # cannot be opened: retried in the background
+        "slow": {"source": "testpattern", "processors": ["slowstage"]},
+    }
+    with plugin_registered(SlowPlugin(), "site-test-slow"):
+        pipeline = Pipeline(cameras=cameras, processors=["fps"], outputs=["none"],
+                            options={"testpattern-fps": 30})
+        site = pipeline.build()
+        assert isinstance(site, Site)
+        timer = threading.Timer(2.5, site.stop)
+        timer.start()
+        try:
+            report = site.run()
+        finally:
+            timer.cancel()
+    good, slow, lost = (report["cameras"][c] for c in ("good", "slow", "lost"))
+    assert good["fps"] >= 24, good      # the test pattern's 30 fps, less start-up
+    assert 10 <= slow["fps"] <= 34, slow  # at most 1/30 ms
+    assert lost["frames"] == 0 and "error" in lost
+
+
+def test_every_camera_failing_is_an_error() -> None:
+    down = unused_url("/x").replace("http://", "rtsp://")
+    proc = run_cli(["run", "-s", f"a={down}", "-s", f"b={down}", "-o", "none", "--max-frames", "5"], timeout=60)
+    assert proc.returncode == 1
+    assert "no camera could be opened" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_fairness_one_slow_backend_shared_by_four_cameras() -> None:
+    with FakeOllama(delay=0.08) as ollama:
+        pipeline = Pipeline(
+            cameras={c: "testpattern" for c in ("c1", "c2", "c3", "c4")},
+            processors=[("ollama", {"stream": False})], outputs=["none"],
+            options={"ollama": {"url": ollama.url, "model": "llava", "max-in-flight": 1}, "testpattern-fps": 15},
+        )
+        site = pipeline.build()
+        assert isinstance(site, Site)
+        timer = threading.Timer(4.0, site.stop)
+        timer.start()
+        try:
+            report = site.run()
+        finally:
+            timer.cancel()
+        chats = len(ollama.requests_to("/api/chat"))
+    counts = [report["cameras"][c]["processors"][f"{c}-ollama"]["described"] for c in ("c1", "c2", "c3", "c4")]
+    # One request at a time, 80 ms each: about 12 a second shared by four cameras.
+    assert sum(counts) >= 16 and chats >= sum(counts)
+    assert min(counts) >= 0.7 * max(counts), counts
+
+
+def test_aliases_share_one_backend_unless_a_camera_sets_its_own(fakecam: FakeBackendPlugin) -> None:
+    pipeline = Pipeline(cameras={"a": "testpattern", "b": "testpattern", "c": "testpattern"},
+                        processors=["describe"], outputs=["none"], backend="fakecam")
+    site = pipeline.build(max_frames=3)
+    assert isinstance(site, Site)
+    site.run()
+    assert len(fakecam.made) == 1  # type: ignore[attr-defined]
+
+
+def test_ollama_alias_shares_unless_the_camera_sets_backend_options() -> None:
+    with FakeOllama() as one, FakeOllama() as two:
+        pipeline = Pipeline(cameras={"a": "testpattern", "b": "testpattern", "c": "testpattern"},
+                            processors=[("ollama", {"stream": False})], outputs=["none"],
+                            options={"ollama-url": one.url, "c-ollama-url": two.url})
+        site = pipeline.build()
+        assert isinstance(site, Site)
+        timer = threading.Timer(2.0, site.stop)
+        timer.start()
+        try:
+            site.run()
+        finally:
+            timer.cancel()
+        assert site.runtime is not None and site.runtime.context is not None
+        # a and b share the site's `ollama`; c set a URL of its own, so it has its own instance.
+        assert sorted(site.runtime.context.backends()) == ["c-ollama", "ollama"]
+        assert one.requests_to("/api/chat") and two.requests_to("/api/chat")
+
+
+def test_serve_lists_every_camera_and_answers_about_each(tmp_path: Path) -> None:
+    port = free_port()
+    with FakeOllama() as ollama:
+        import subprocess
+        import sys
+
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "framelens", "serve", "--port", str(port), "--backend", "ollama",
+             "-c", f"ollama-url={ollama.url}", "-s", "door=testpattern", "-s", "garage=testpattern",
+             "-c", "testpattern-fps=10"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            streams: list[str] = []
+            while time.monotonic() < deadline and len(streams) < 2:
+                with contextlib.suppress(httpx.HTTPError):
+                    streams = [s["id"] for s in httpx.get(base + "/v1/streams", timeout=2).json()["data"]]
+                time.sleep(0.2)
+            assert sorted(streams) == ["door", "garage"]
+            for camera in ("door", "garage"):
+                body = {"model": "llava", "messages": [{"role": "user", "content": [
+                    {"type": "text", "text": f"What is at the {camera}?"},
+                    {"type": "image_url", "image_url": {"url": f"stream://{camera}"}}]}]}
+                reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
+                assert reply.status_code == 200, reply.text
+                assert reply.json()["choices"][0]["message"]["content"]
+            sent = [r.json() for r in ollama.requests_to("/api/chat")]
+            assert [m["messages"][-1]["content"] for m in sent[-2:]] == ["What is at the door?",
+                                                                        "What is at the garage?"]
+            assert all(m["messages"][-1]["images"] for m in sent[-2:])
+        finally:
+            proc.terminate()
+            out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+
+
+@pytest.mark.parametrize(("yaml", "message"), [
+    ("cameras: {a: {source: testpattern, procesors: [fps]}}", r"cameras\.a: unknown key 'procesors' "
+                                                            r"\(did you mean processors"),
+    ("cameras: {a: testpattern, b: testpattern}\noutputs: [out.mp4]",
+     r"outputs\[0\]: 2 cameras cannot share one output; put \{camera\} in the target"),
+    ("cameras: {a: {processors: [fps]}}", r"cameras\.a\.source: every camera needs a source"),
+    ("cameras: {'a b': testpattern}", r"camera id 'a b'"),
+    ("source: testpattern\ncameras: {a: testpattern}", "source and cameras both given"),
+    ("cameras: {fps: testpattern}\nprocessors: [fps]", "camera id 'fps' is also the name of a component"),
+    ("cameras: {a: {source: testpattern, processors: [http]}}", "http is a service, which serves the whole site"),
+    ("cameras: {a: testpattern}\nprocessors: [fps]\noptions: {a-fps-sise: 2}",
+     r"unknown option 'a-fps-sise' \(did you mean a-fps-size"),
+    ("backends: {vlm: {backend: nosuch}}\ncameras: {a: testpattern}", r"backends\.vlm\.backend: unknown backend"),
+    ("defaults: {processors: [fps]}\nprocessors: [fps]\ncameras: {a: testpattern}",
+     "processors and defaults.processors both given"),
+])
+def test_bad_site_files_are_one_line_config_errors(tmp_path: Path, yaml: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml)
+    with pytest.raises(ConfigError, match=message) as info:
+        Pipeline.from_file(path).build()
+    assert "\n" not in str(info.value)
+
+
+def test_bad_command_lines_exit_2_with_one_line() -> None:
+    cases = [
+        (["-s", "a=testpattern", "-s", "a=testpattern"], "camera 'a' given twice"),
+        (["-s", "a=testpattern", "-s", "b=testpattern", "-o", "out.mp4"], "cannot share one output"),
+        (["-s", "testpattern", "-s", "b=testpattern"], "name each one"),
+    ]
+    for argv, message in cases:
+        proc = run_cli(["run", *argv, "--max-frames", "2"], timeout=30)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_outputs_with_camera_in_the_target_write_one_file_per_camera(tmp_path: Path) -> None:
+    target = str(tmp_path / "out-{camera}.mp4")
+    report = Pipeline(cameras={"a": "testpattern", "b": "testpattern"}, outputs=[target],
+                      options={"testpattern": {"fps": 30}}).run(max_frames=15)
+    assert report["cameras"]["a"]["frames"] == report["cameras"]["b"]["frames"] == 15
+    for camera in ("a", "b"):
+        assert (tmp_path / f"out-{camera}.mp4").stat().st_size > 0
