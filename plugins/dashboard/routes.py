@@ -15,10 +15,11 @@ import os
 from collections.abc import Awaitable, Callable
 from importlib import resources
 
+from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from framelens import ApiError, Context, RouteRegister, json_response
+from framelens import ApiError, Context, RouteRegister, json_response, read_json
 from framelens.web import SESSION_COOKIE, cookie_value, sessions_of
 
 from .errors_log import RecentErrors
@@ -38,6 +39,18 @@ _TYPES = {".js": "text/javascript", ".css": "text/css", ".html": "text/html", ".
 
 def _static(name: str) -> bytes:
     return resources.files(__package__).joinpath("static", name).read_bytes()
+
+
+class _NoFields(BaseModel):
+    """The body of login and logout: nothing, or ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+async def _no_body(request: Request) -> None:
+    """A body is optional, but one that is there must be ``{}`` (a 400 otherwise, as on every POST)."""
+    if (await request.body()).strip():
+        await read_json(request, _NoFields)
 
 
 def _split(value: str | None) -> frozenset[str]:
@@ -125,6 +138,7 @@ def add_dashboard_routes(register: RouteRegister, context: Context, options: Das
 
     async def login(request: Request) -> Response:
         """Trade the API key (``Authorization: Bearer KEY``, checked by the service) for a session cookie."""
+        await _no_body(request)
         token = sessions.issue()
         secure = "; Secure" if request.url.scheme == "https" else ""
         cookie = f"{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={int(sessions.ttl)}{secure}"
@@ -140,6 +154,7 @@ def add_dashboard_routes(register: RouteRegister, context: Context, options: Das
 
     async def logout(request: Request) -> Response:
         """End the browser's session and clear its cookie."""
+        await _no_body(request)
         sessions.revoke(cookie_value(request.headers.get("cookie", "")))
         cookie = f"{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"
         return json_response({"ok": True}, headers={"Set-Cookie": cookie})

@@ -185,6 +185,13 @@ def test_api_key_locks_the_page(service: Callable[..., Service], browser: Any,
     page.wait_for_selector("#lock:not([hidden])")
     assert browser.cookies() == []
     assert httpx.get(svc.base + "/v1/alerts", headers={"Cookie": f"framelens_session={token}"}).status_code == 401
+    # Logging in again resumes the event stream where it stopped: nothing is shown twice.
+    page.fill("#key", "s3cret-key")
+    page.press("#key", "Enter")
+    page.wait_for_selector("#main:not([hidden])")
+    page.wait_for_function("document.querySelectorAll('#timeline li').length >= 2", timeout=10000)
+    entries = page.eval_on_selector_all("#timeline li", "items => items.map(i => i.textContent)")
+    assert len(entries) == len(set(entries)), entries
     assert [e for e in errors if "401" not in e] == []  # only the refused wrong key
 
 

@@ -33,13 +33,15 @@ export async function api(path, { method = "GET", body, headers = {} } = {}) {
 export const EVENT_TYPES = ["description", "description.partial", "alert", "source", "describer", "processor",
   "run", "gap"];
 
-// One EventSource on /v1/events (every bus event, replayed from the start of the kept history);
+// One EventSource on /v1/events: every bus event after event `since` (0: all that are kept);
 // the browser reconnects by itself with Last-Event-ID, so no event is missed across a drop.
-export function connectEvents(onEvent, onState) {
+export function connectEvents(onEvent, onState, since = 0) {
   let source = null;
   let closed = false;
+  let last = since;
   const open = () => {
-    source = new EventSource("/v1/events?last_event_id=0");
+    if (closed) return;
+    source = new EventSource(`/v1/events?last_event_id=${last}`);
     source.onopen = () => onState("live");
     source.onerror = () => {
       if (closed) return;
@@ -53,7 +55,10 @@ export function connectEvents(onEvent, onState) {
     };
     for (const type of EVENT_TYPES) {
       source.addEventListener(type, (e) => {
-        try { onEvent(JSON.parse(e.data)); } catch (err) { console.warn("bad event", err); }
+        let event;
+        try { event = JSON.parse(e.data); } catch (err) { console.warn("bad event", err); return; }
+        if (event.id) last = event.id;
+        onEvent(event);
       });
     }
   };

@@ -15,6 +15,7 @@ let started = false;
 let stopEvents = null;
 let timers = [];
 let authRequired = false;
+let lastEventId = 0; // events already shown: a new connection (after logging in again) resumes here
 
 const live = new LiveView(() => {});
 const model = new ModelPanel();
@@ -64,10 +65,11 @@ function start(doc) {
   renderStatus(doc);
   live.update(doc.streams);
   stopEvents = connectEvents((event) => {
+    if (event.id) lastEventId = event.id;
     model.onEvent(event);
     alerts.onEvent(event);
     if (event.type === "source") refreshStatus();
-  }, setConn);
+  }, setConn, lastEventId);
   alerts.load();
   timers.push(setInterval(refreshStatus, 2000), setInterval(() => model.tick(), 1000),
     setInterval(() => alerts.enabled && alerts.load(), 5000));
