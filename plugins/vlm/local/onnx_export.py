@@ -27,10 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from framelens import ConfigError
+from framelens import ChatMessage, ConfigError, ImagePart, TextPart
 
 from .loading import ModelFiles, resolve_model
 from .model import LoadedModel
@@ -122,9 +123,9 @@ def export_onnx(model: str, out: Path, *, progress: Callable[[str], None] | None
     spec = loaded.spec
     if any(w is not None for w in spec.sliding):
         raise ConfigError("engine export: sliding-window decoders are not exported to ONNX yet")
-    size = loaded.processor.image_processor.crop_size if hasattr(loaded.processor.image_processor, "crop_size") \
-        else None
-    h, w = (int(size["height"]), int(size["width"])) if size else (336, 336)
+    # the processor's own output size (crop, resize or fixed), from a camera-shaped frame
+    probe = loaded.prompt([ChatMessage("user", (ImagePart(image=np.zeros((480, 640, 3), np.uint8)), TextPart("x")))])
+    h, w = (int(d) for d in probe.pixels[0].shape[-2:])
     pv = torch.randn(2, 3, h, w)
     with torch.no_grad():
         tokens = int(loaded.vision(pv).shape[1])

@@ -56,6 +56,7 @@ def sample(logits: torch.Tensor, params: Sequence[SamplingParams]) -> torch.Tens
             sorted_logits, order = torch.sort(row, descending=True)
             cum = sorted_logits.softmax(-1).cumsum(-1)
             drop = cum - sorted_logits.softmax(-1) >= p.top_p  # keep the smallest set reaching top_p
+            drop[0] = False  # and always the most likely token (top_p = 0 means greedy)
             row = row.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
         probs = row.softmax(-1)
         noise = torch.empty_like(probs).exponential_(1.0, generator=p.generator)
