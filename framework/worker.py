@@ -85,7 +85,12 @@ class FairShare:
 
     async def run(self, call: Awaitable[R]) -> R:
         """Await ``call`` in a slot."""
-        await self.acquire()
+        try:
+            await self.acquire()
+        except BaseException:
+            if inspect.iscoroutine(call):
+                call.close()  # cancelled (a timeout, shutdown) while waiting: it never ran
+            raise
         try:
             return await call
         finally:

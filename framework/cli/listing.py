@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from ..options import closest, describe_options
+from ..options import OptionInfo, closest, describe_options
 from ..plugin_manager import PluginManager, get_plugin_manager
+from ..rate import RateOptions
 from ..registry import KINDS, ComponentSpec, PluginOptionsSpec
 from .commands import collect_commands
 
@@ -25,6 +26,16 @@ def add_parser(sub: Any) -> None:
     p.set_defaults(handler=handle)
 
 
+def _options(spec: ComponentSpec) -> list[OptionInfo]:
+    """The component's own options and, for a processor, the core's rate options it does not
+    declare itself (``every``, ``max-fps``: the runtime applies them)."""
+    own = describe_options(spec.options)
+    if spec.kind != "processor":
+        return own
+    keys = {o.key for o in own}
+    return [*own, *(o for o in describe_options(RateOptions) if o.key not in keys)]
+
+
 def spec_to_dict(spec: ComponentSpec) -> dict[str, Any]:
     return {
         "kind": spec.kind,
@@ -36,7 +47,7 @@ def spec_to_dict(spec: ComponentSpec) -> dict[str, Any]:
         "options": [
             {"key": f"{spec.name}-{o.key}", "type": o.type, "default": o.default, "required": o.required,
              "help": o.help}
-            for o in describe_options(spec.options)
+            for o in _options(spec)
         ],
     }
 
@@ -101,7 +112,7 @@ def _text(spec: ComponentSpec, indent: str = "") -> str:
     lines = [f"{spec.kind} {spec.name}: {spec.help}".rstrip(": "), f"  from: {origin}"]
     if spec.schemes:
         lines.append("  schemes: " + ", ".join(f"{s}://" for s in spec.schemes))
-    for o in describe_options(spec.options):
+    for o in _options(spec):
         default = "(required)" if o.required else f"default {json.dumps(o.default, default=str)}"
         lines.append(f"  -c {spec.name}-{o.key}=<{o.type}>  {default}")
         if o.help:
