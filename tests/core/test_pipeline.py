@@ -145,7 +145,7 @@ def test_closing_frames_early_shuts_everything_down(kit: KitPlugin) -> None:
 def test_breaking_out_of_a_for_loop_shuts_down(kit: KitPlugin) -> None:
     with contextlib.closing(Pipeline("testpattern", ["tag"], options={"testpattern": {"fps": 500}}).frames()) as it:
         for frame in it:
-            if frame.index == 2:
+            if frame.index >= 2:  # a live source drops frames on a busy machine
                 break
     assert kit.taggers[0].closed
 
@@ -181,16 +181,24 @@ def test_bad_input_is_a_config_error_before_anything_starts(kit: KitPlugin) -> N
 def test_options_backend_and_run_settings_reach_the_components(kit: KitPlugin, tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     backend = FakeBackend(["a red door", "a blue door"], models=["door-1"])
+    frames = []
     with backend_registered("doors", backend):
-        frames = list(Pipeline("testpattern", ["describe", "captions"], backend="doors",
-                               options={"testpattern-fps": 100, "describe": {"interval": 0}},
-                               run={"max_frames": 40, "events": str(events)}).frames())
-    assert len(frames) == 40
-    texts = {f.results["describe"].text for f in frames if "describe" in f.results}
-    assert texts & {"a red door", "a blue door"}, texts
+        pipeline = Pipeline("testpattern", ["describe", "captions"], backend="doors",
+                            options={"testpattern-fps": 100, "describe": {"interval": 0}},
+                            run={"max_frames": 3000, "events": str(events)})
+        # Until the first complete answer is on a frame; bounded by max_frames (30 s at 100 fps).
+        with contextlib.closing(pipeline.frames()) as it:
+            for frame in it:
+                frames.append(frame)
+                described = frame.results.get("describe")
+                if described is not None and not described.partial:
+                    break
+    assert described is not None and described.text in ("a red door", "a blue door"), described
+    assert len(frames) < 3000
     assert backend.requests and backend.requests[0].images(), "the describer sent the frame"
     assert backend.requests[0].params.model in (None, "door-1")
-    assert json.loads(events.read_text().splitlines()[-1])["payload"] == {"state": "stopped", "frames": 40}
+    last = json.loads(events.read_text().splitlines()[-1])
+    assert last["payload"] == {"state": "stopped", "frames": len(frames)}
 
 
 def test_from_file_and_from_config(kit: KitPlugin, tmp_path: Path) -> None:
