@@ -84,7 +84,9 @@ export class AlertsPanel {
     const parts = String(err.param || "").split(/[.[\]]+/).filter(Boolean);
     const field = [...parts].reverse().find((p) => FIELDS.includes(p.replace(/-/g, "_")))?.replace(/-/g, "_");
     const target = field ? document.getElementById(`err-${field}`) : document.getElementById("err-form");
-    target.textContent = err.message;
+    // Next to its field the message needs no field path ("alerts[0].on_frames: ...").
+    const prefix = `${err.param}: `;
+    target.textContent = field && err.message.startsWith(prefix) ? err.message.slice(prefix.length) : err.message;
     if (field) {
       const input = this.form.elements[field];
       input.setAttribute("aria-invalid", "true");
