@@ -132,7 +132,8 @@ def run_backend(port: int, delay: float, stream_chunks: int) -> None:
 
 
 def start(args: list[str], ready_url: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"),
+                                                                     os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
@@ -245,7 +246,8 @@ def main() -> None:
         framelens = start(["-m", "framelens", "serve", "--port", str(framelens_port), "--backend", "openai",
                            "-c", f"openai-url=http://127.0.0.1:{backend_port}/v1", "-c", f"openai-model={MODEL}",
                            "-c", f"openai-max-in-flight={connections}",
-                           "-c", f"http-max-concurrency={max(256, connections)}", "--log-level", "warning"],
+                           "-c", f"http-max-concurrency={max(256, connections)}", "-c", "http-max-queue=1024",
+                           "--log-level", "warning"],
                           f"http://127.0.0.1:{framelens_port}/v1/health/ready")
         report: dict[str, Any] = {"cpus": os.cpu_count(), "seconds": args.seconds, "delay_s": args.delay,
                                   "results": []}

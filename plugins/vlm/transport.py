@@ -134,7 +134,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             raise map_error(exc, request, sent=sent) from exc
         return httpx.Response(
             status_code=response.status,
-            headers=[(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.raw_headers],
+            headers=list(response.raw_headers),  # bytes pairs: httpx keeps them as they are
             stream=_Body(response, request),
             extensions={"http_version": b"HTTP/1.1", "reason_phrase": (response.reason or "").encode("latin-1")},
             request=request,
