@@ -91,7 +91,8 @@ class Site:
         services, defaults = self._split_services(cfg.stages, "processors")
         self._check_shared_outputs(cameras)
         spaces = self._site_spaces(services)
-        site_cfg = RunConfig(stages=services, raw_settings=self._site_settings(spaces), backend_types=cfg.backend_types,
+        site_cfg = RunConfig(stages=services, raw_settings=self._site_settings(spaces, {s.id for s in services}),
+                             backend_types=cfg.backend_types,
                              run={k: v for k, v in cfg.run.items() if k in ("events", "backend", "log-level")})
         site = Runtime(site_cfg, registry, plugins=self.plugins, stdout=self.stdout)
         site.build(need_source=False)
@@ -196,7 +197,8 @@ class Site:
             spaces.setdefault(extra.namespace, []).append(extra.options)
         return spaces
 
-    def _site_settings(self, spaces: Mapping[str, list[type[Options]]]) -> list[tuple[str, Any, str]]:
+    def _site_settings(self, spaces: Mapping[str, list[type[Options]]],
+                       services: set[str]) -> list[tuple[str, Any, str]]:
         """The settings the site runtime keeps: its services', the plugins' and the backends'
         (those a backend declares; a describer's own keys in an alias's namespace stay with
         the cameras, which check every key)."""
@@ -208,7 +210,7 @@ class Site:
             declared = {option_key(f) for m in spaces[ns] for f in m.model_fields}
             if key[len(ns) + 1:] in declared:
                 out.append((key, value, where))
-            elif any(ns == s.id for s in self.cfg.stages):
+            elif ns in services:
                 out.append((key, value, where))  # a service's unknown key: the site runtime says so
         return out
 

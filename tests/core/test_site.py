@@ -276,6 +276,9 @@ def test_bad_command_lines_exit_2_with_one_line() -> None:
         (["-s", "a=testpattern", "-s", "a=testpattern"], "camera 'a' given twice"),
         (["-s", "a=testpattern", "-s", "b=testpattern", "-o", "out.mp4"], "cannot share one output"),
         (["-s", "testpattern", "-s", "b=testpattern"], "name each one"),
+        (["-s", "a=testpattern", "-s", "b=testpattern", "-p", "http", "-c", "http-prot=1"],
+         "unknown option 'http-prot'"),
+        (["-s", "a=testpattern", "-p", "fps", "-c", "nosuch-fps-size=1"], "unknown option 'nosuch-fps-size'"),
     ]
     for argv, message in cases:
         proc = run_cli(["run", *argv, "--max-frames", "2"], timeout=30)
