@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 from helpers import ROOT, run_cli
@@ -108,9 +110,10 @@ def test_serve_comes_from_the_http_plugin() -> None:
     assert re.search(r"^\s+serve\s+serve the OpenAI-compatible API without a pipeline$", top.stdout, re.M)
     helped = run_cli(["serve", "--help"])
     assert helped.returncode == 0
-    for flag in ("--host HOST", "--port PORT", "-s SOURCE", "-o TARGET", "-f FILE", "-p NAME[:ID]",
+    for flag in ("--host HOST", "--port PORT", "-o TARGET", "-f FILE", "-p NAME[:ID]",
                  "-c KEY=VALUE", "--backend NAME", "--events PATH", "--log-level"):
         assert flag in helped.stdout, flag
+    assert re.search(r"-s \S*SOURCE, --source", helped.stdout)
     assert "framelens serve --port 9000 --backend nim -c nim-url=http://localhost:8000/v1" in helped.stdout
 
 
@@ -133,3 +136,13 @@ def test_list_shows_each_plugin_with_components_commands_routes_and_hooks() -> N
     assert "  commands: serve" in block and "  services: http" in block and "register_commands" in block
     assert "-c http-port=<int>  default 9000" in block
     assert "  routes: GET /v1/alerts, POST /v1/alerts" in text.stdout
+
+
+def test_core_commands_load_no_plugin_for_their_parser() -> None:
+    # `framelens version` stays as fast as before plugins could add commands.
+    code = ("import sys; from framelens.cli import main; status = main(['version']);"
+            " loaded = sorted(m for m in sys.modules if m.startswith('framelens.plugins.'));"
+            " print(status, loaded)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "0 []"
