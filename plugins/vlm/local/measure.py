@@ -68,15 +68,17 @@ def run_batch(engine: EngineAPI, prompts: Sequence[Any], tokens: int, *, ignore_
     return wall, out
 
 
-def measure_engine(engine: EngineAPI, *, tokens: int = 64, batch: int = 8, repeats: int = 3) -> dict[str, Any]:
-    """The engine's figures (seconds, tokens/s); medians of ``repeats`` runs."""
+def measure_engine(engine: EngineAPI, *, tokens: int = 64, batch: int = 8, repeats: int = 3,
+                   seed: int = 0) -> dict[str, Any]:
+    """The engine's figures (seconds, tokens/s); medians of ``repeats`` runs. Every image is new (seeds from
+    ``seed``), so no figure profits from the engine's image-feature cache."""
     model = engine.model
-    one = [model.prompt(_messages(frame(i))) for i in range(repeats + 1)]
+    one = [model.prompt(_messages(frame(seed + i))) for i in range(repeats + 1)]
     run_batch(engine, one[:1], 4)  # warm-up
     singles = [run_batch(engine, [p], tokens)[1][0] for p in one[1:]]
     decode = statistics.median((u.completion_tokens - 1) / t.generate_s for u, t in singles if t.generate_s)
     ttft = statistics.median(t.first_token_s or 0.0 for _, t in singles)
-    many = [model.prompt(_messages(frame(100 + i))) for i in range(batch)]
+    many = [model.prompt(_messages(frame(seed + 100 + i))) for i in range(batch)]
     wall, res = run_batch(engine, many, tokens)
     aggregate = sum(u.completion_tokens for u, _ in res) / wall
     px = one[0].pixels[0][None]
@@ -88,7 +90,7 @@ def measure_engine(engine: EngineAPI, *, tokens: int = 64, batch: int = 8, repea
         vision.append(time.perf_counter() - t0)
     captions = []
     for i in range(repeats):
-        img = frame(200 + i)
+        img = frame(seed + 200 + i)
         t0 = time.perf_counter()
         prompt = model.prompt(_messages(img))
         run_batch(engine, [prompt], 32)
