@@ -8,7 +8,7 @@ KV pool), :mod:`.vision`, :mod:`.model` (prompts), :mod:`.sampling`,
 :mod:`.prefix`, :mod:`.engine` (the engine thread, batching, choices),
 :mod:`.runtime` (loading an engine), :mod:`.backend`, :mod:`.onnx_export` /
 :mod:`.onnx_runner` (ONNX Runtime), :mod:`.tensorrt`, :mod:`.commands`
-(``framelens engine``) and :mod:`.tiny` (random test models).
+(``framelens engine``), :mod:`.measure` (timings) and :mod:`.tiny` (random test models).
 """
 
 from __future__ import annotations
