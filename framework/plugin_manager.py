@@ -112,9 +112,14 @@ class PluginManager:
                     continue
                 self.register(module, ep.name, dist_name, dist.version)
         for name, modname in BUILTIN_PLUGINS:
-            if name in blocked or self.pm.get_plugin(name) is not None:
+            if name in blocked or name in seen or self.pm.get_plugin(name) is not None:
+                continue  # one that failed through its entry point was reported there; not imported twice
+            try:
+                module = importlib.import_module(modname)
+            except Exception as exc:
+                self.problems.append(f"built-in plugin {name!r} failed to load: {exc}")
                 continue
-            self.register(importlib.import_module(modname), name, SELF_DIST, None)
+            self.register(module, name, SELF_DIST, None)
 
     def register(
         self, plugin: ModuleType | object, name: str, distribution: str | None = None, version: str | None = None
