@@ -108,3 +108,32 @@ def test_a_stream_dropped_midway_ends_with_an_error_event_not_a_hang(nim: tuple[
     assert "a cat" in text and '"error"' in text
     assert not text.rstrip().endswith('"finish_reason":"stop"}]}')
     _recovered(running)
+
+
+def test_the_video_loop_keeps_its_rate_while_the_backend_cycles_through_faults() -> None:
+    """A describer on a 30 fps live pattern while Ollama answers, 500s, hangs, drops, garbles, then slows."""
+    from fakes import FakeOllama
+
+    from framelens.testing import run_pipeline
+
+    with FakeOllama() as ollama:
+        chat = "/api/chat"
+        ollama.fail_next(500, {"error": "model runner crashed"}, path=chat, times=3)
+        ollama.add_fault(Fault(chat, None, 1, 1.5))  # a hang longer than the timeout below
+        ollama.add_fault(Fault(chat, DROP, 2))
+        ollama.add_fault(Fault(chat, Reply.text("<html>oops</html>", 200, "text/html"), 2))
+        ollama.add_fault(Fault(chat, None, 3, 0.4))  # slow, then normal again
+        t0 = time.monotonic()
+        report, output, _ = run_pipeline([
+            "-s", "testpattern", "--fps", "30", "--max-frames", "150", "-p", "ollama",
+            "-c", f"ollama-url={ollama.url}", "-c", "ollama-timeout=1", "-c", "ollama-retries=0",
+            "-c", "ollama-error-backoff=0.1", "-c", "ollama-stream=false", "-o", "none"])
+        took = time.monotonic() - t0
+        answered = ollama.requests_to(chat)
+    frames = output.frames
+    assert report["frames"] == 150 and len(frames) == 150
+    assert report["fps"] >= 28.5, report  # the loop's own rate, whatever the backend did
+    assert took < 150 / 30 + 2.0, took
+    assert len(answered) >= 8  # every fault was met, and the describer kept asking
+    last = frames[-1].results.get("ollama")
+    assert last is not None and not getattr(last, "error", None), last
