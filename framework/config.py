@@ -375,8 +375,9 @@ def load_cameras(cfg: RunConfig, data: Mapping[str, Any], file: str) -> None:
                 raise ConfigError(f"{file}: {key} and defaults.{key} both given; keep one of them")
             kind = "processor" if key == "processors" else "output"
             items = _list(defaults[key], f"{file}: defaults.{key}")
-            setattr(cfg, attr, [_stage(e, f"{file}: defaults.{key}[{i}]", default_kind=kind)
-                                for i, e in enumerate(items)])
+            # What is already there are the file's services (its processors are not: checked above).
+            setattr(cfg, attr, [*(_stage(e, f"{file}: defaults.{key}[{i}]", default_kind=kind)
+                                  for i, e in enumerate(items)), *getattr(cfg, attr)])
     options = defaults.get("options") or {}
     if not isinstance(options, dict):
         raise ConfigError(f"{file}: defaults.options: expected a mapping of namespaced keys (describe-interval: 5)")

@@ -338,7 +338,7 @@ class Site:
                     return
         if self.failed and len(self.failed) == len(self.cameras):
             first = next(iter(self.failed.items()))
-            raise SourceError(f"no camera could be opened (camera {first[0]}: {first[1]})")
+            raise SourceError(f"no camera could be started (camera {first[0]}: {first[1]})")
 
     def _run_camera(self, camera: str, runtime: Runtime) -> None:
         try:
@@ -347,7 +347,11 @@ class Site:
                     self._put(frame)
         except Exception as exc:
             if not self._reported[camera].is_set():
-                self._open_failed(camera, exc)
+                # A component of this camera could not start (an output's port in use, ...).
+                with self._lock:
+                    self.failed[camera] = str(exc)
+                log.error("camera %s could not start: %s%s", camera, exc,
+                          "" if len(self.cameras) == 1 else "; the other cameras go on")
             else:
                 log.error("camera %s stopped: %s: %s", camera, type(exc).__name__, exc)
                 with self._lock:

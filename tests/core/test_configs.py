@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import ROOT
 
+from framelens import Site
 from framelens.config import load_deployment
 from framelens.plugin_manager import get_plugin_manager
 from framelens.runtime import Runtime
@@ -21,6 +22,13 @@ def test_there_are_examples() -> None:
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
 def test_config_builds(path: Path) -> None:
     cfg = load_deployment(path)
+    if cfg.cameras:
+        site = Site(cfg, get_plugin_manager().registry)
+        site.build()  # every camera validated and constructed, nothing opened
+        assert site.cameras and all(c.source is not None and c.outputs for c in site.cameras.values())
+        assert site.runtime is not None and site.runtime.context is not None
+        site.runtime.context.close()
+        return
     runtime = Runtime(cfg, get_plugin_manager().registry)
     runtime.build()  # validates every option and constructs every component without opening anything
     assert runtime.source is not None

@@ -157,7 +157,7 @@ def test_every_camera_failing_is_an_error() -> None:
     down = unused_url("/x").replace("http://", "rtsp://")
     proc = run_cli(["run", "-s", f"a={down}", "-s", f"b={down}", "-o", "none", "--max-frames", "5"], timeout=60)
     assert proc.returncode == 1
-    assert "no camera could be opened" in proc.stderr and "Traceback" not in proc.stderr
+    assert "no camera could be started" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_fairness_one_slow_backend_shared_by_four_cameras() -> None:
@@ -293,3 +293,20 @@ def test_outputs_with_camera_in_the_target_write_one_file_per_camera(tmp_path: P
     assert report["cameras"]["a"]["frames"] == report["cameras"]["b"]["frames"] == 15
     for camera in ("a", "b"):
         assert (tmp_path / f"out-{camera}.mp4").stat().st_size > 0
+
+
+def test_services_are_site_wide_and_cameras_get_prefixed_ids(tmp_path: Path) -> None:
+    path = tmp_path / "site.yaml"
+    path.write_text("defaults: {processors: [fps, {blur: {ksize: 5}}]}\nservices: [http]\n"
+                    "cameras: {a: testpattern, b: {source: testpattern, options: {blur-ksize: 9}}}\n"
+                    f"options: {{http-port: {free_port()}, b-fps-size: 0.5}}\n")
+    site = Pipeline.from_file(path).build()
+    assert isinstance(site, Site) and site.runtime is not None
+    assert [sid for sid, _ in site.runtime.services] == ["http"]
+    assert [s.id for s in site.cameras["a"].stages] == ["a-fps", "a-blur"]
+    assert [s.id for s in site.cameras["b"].stages] == ["b-fps", "b-blur"]
+    options = {c: {s.id: s.processor.options for s in site.cameras[c].stages} for c in ("a", "b")}  # type: ignore
+    assert options["a"]["a-blur"].ksize == 5 and options["b"]["b-blur"].ksize == 9
+    assert options["a"]["a-fps"].size == 1.0 and options["b"]["b-fps"].size == 0.5
+    assert site.runtime.context is not None
+    site.runtime.context.close()
