@@ -12,7 +12,10 @@ import contextlib
 import logging
 import os
 import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +26,7 @@ import httpx
 import numpy as np
 import pytest
 from _http_support import Running, echo_service, solid_png
+from helpers import free_port
 
 from framelens import Source, SourceInfo, Stream
 from framelens.capture import LiveCapture
@@ -283,6 +287,31 @@ def test_deeply_nested_json_is_a_400_on_every_route() -> None:
         answers = {p: httpx.post(running.url + p, content=deep, headers={"content-type": "application/json"},
                                  timeout=30) for p in posts}
     assert {p: a.status_code for p, a in answers.items() if a.status_code != 400} == {}
+
+
+def test_deeply_nested_json_is_a_400_on_the_alerts_routes_too() -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "framelens", "run", "-s", "testpattern", "-p", "alerts",
+                             "-p", "http", "-c", f"http-port={port}", "-c", "ollama-url=http://127.0.0.1:1",
+                             "-o", "none"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, "framelens did not start"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(base + "/v1/alerts", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.1)
+        deep = "[" * 100_000 + "]" * 100_000
+        answer = httpx.post(base + "/v1/alerts", content=deep, headers={"content-type": "application/json"},
+                            timeout=30)
+        assert answer.status_code == 400 and answer.json()["error"]["code"] == "invalid_json", answer.text
+        assert httpx.get(base + "/v1/alerts", timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)
+    assert "Traceback" not in err and "RecursionError" not in err
 
 
 @pytest.mark.parametrize("value", [10**30, "12", True, 1.5, 0, 32769])
