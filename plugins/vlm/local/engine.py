@@ -26,15 +26,14 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 import torch
 
 from framelens import BackendError, Usage, VLMTimings
 
 from .decoder import KVPool
+from .jobs import ChoiceJob, Job, RequestReplaced, Sink
 from .model import LoadedModel, Prompt
 from .prefix import PrefixCache, prefix_key
 from .sampling import SamplingParams, TextStream, sample
@@ -42,54 +41,6 @@ from .sampling import SamplingParams, TextStream, sample
 __all__ = ["ChoiceJob", "Engine", "EngineAPI", "Job", "RequestReplaced"]
 
 log = logging.getLogger("framelens.local")
-
-Sink = Callable[[str, Any], None]
-
-
-class RequestReplaced(BackendError):
-    """A queued request was replaced by a newer one with the same ``replace_key`` before it started."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"request replaced by a newer frame of {key!r} before it started", kind="cancelled",
-                         status=409)
-
-
-@dataclass(eq=False)
-class Job:
-    """One generation request. ``sink(kind, value)`` gets ``("text", str)``, then ``("done", (finish, Usage,
-    VLMTimings))`` or ``("error", BackendError)``; it is called on the engine thread."""
-
-    prompt: Prompt
-    max_tokens: int
-    sampling: SamplingParams
-    sink: Sink
-    stops: tuple[str, ...] = ()
-    replace_key: str | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    submitted: float = field(default_factory=time.monotonic)
-    slot: int = -1
-    pos: int = 0
-    next_token: int = -1
-    generated: int = 0
-    stream: TextStream | None = None
-    prompt_s: float = 0.0
-    first_at: float | None = None
-    tokens: list[int] = field(default_factory=list)  # generated ids (EOS included)
-    keep_logits: bool = False  # tests: keep each step's logits in `logits`
-    logits: list[torch.Tensor] = field(default_factory=list)
-
-
-@dataclass(eq=False)
-class ChoiceJob:
-    """Score choices after each prompt: ``choice_ids[c]`` are the tokens that start choice ``c``. The sink gets
-    ``("done", [probs...])``: per prompt, the probabilities of the choices (in order, summing to 1)."""
-
-    prompts: list[Prompt]
-    choice_ids: list[list[int]]
-    sink: Sink
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    submitted: float = field(default_factory=time.monotonic)
-
 
 def _bucket(n: int, limit: int) -> int:
     b = 1
@@ -416,47 +367,10 @@ class Engine:
             job.sink("error", exc)
 
     def choose(self, prompts: Sequence[Prompt], choice_ids: Sequence[Sequence[int]]) -> list[list[float]]:
-        """Probabilities of each choice token after each prompt (runs on the engine thread)."""
-        first = prompts[0]
-        shared = min(len(p.ids) for p in prompts) - 1
-        for p in prompts[1:]:
-            n = 0
-            while n < shared and p.ids[n] == first.ids[n]:
-                n += 1
-            shared = n
-        for p in prompts:
-            shared = p.clamp(shared)
-            for a, b in zip(p.spans, first.spans, strict=False):
-                if a.end <= shared and (a.start, a.digest) != (b.start, b.digest):
-                    shared = min(shared, a.start)
-        base = self.free.pop()
-        taken = [base]
-        try:
-            start = self._reuse_prefix(first, base) if shared > 0 else 0
-            if shared > start:
-                self.prefill([(first, base, start, shared)])
-            if shared > 0:
-                self._store_prefix(first, base, shared + 1)
-            out: list[list[float]] = []
-            width = max(1, len(self.free) + 1)
-            for at in range(0, len(prompts), width):
-                group = list(prompts[at:at + width])
-                slots = [base] + [self.free.pop() for _ in group[1:]]
-                taken[1:] = slots[1:]
-                for s in slots[1:]:
-                    self.pool.copy(base, s, shared)
-                logits = self.prefill([(p, s, shared, len(p.ids)) for p, s in zip(group, slots, strict=True)])
-                vocab = logits.softmax(-1)
-                mass = torch.stack([vocab[:, list(ids)].sum(-1) for ids in choice_ids], dim=-1)
-                out.extend((mass / mass.sum(-1, keepdim=True)).tolist())
-                for s in slots[1:]:
-                    self.free.append(s)
-                taken[1:] = []
-                if at + width < len(prompts) and shared > 0:
-                    pass  # the base slot is overwritten past `shared` only, so the prefix stays valid
-            return out
-        finally:
-            self.free.extend(taken)
+        """Probabilities of each choice after each prompt (runs on the engine thread; see :mod:`.choices`)."""
+        from .choices import score_choices
+
+        return score_choices(self, prompts, choice_ids)
 
 
 class EngineAPI(Engine):
@@ -475,24 +389,10 @@ class EngineAPI(Engine):
         return ChoiceJob(prompts, choice_ids, sink)
 
     def choice_tokens(self, choices: Sequence[str]) -> list[list[int]]:
-        """The first tokens that start each choice (``yes``, ``Yes``, `` yes``...); no two choices may share one."""
-        out: list[list[int]] = []
-        for c in choices:
-            ids: list[int] = []
-            for variant in dict.fromkeys((c, c.capitalize(), c.lower(), " " + c, " " + c.capitalize())):
-                tokens = self.model.tokenizer.encode(variant, add_special_tokens=False)
-                if tokens and int(tokens[0]) not in ids and self.model.tokenizer.decode(tokens[:1]).strip():
-                    ids.append(int(tokens[0]))
-            if not ids:
-                raise BackendError(f"choice {c!r} has no tokens", kind="bad_request", status=400)
-            out.append(ids)
-        seen: set[int] = set()
-        for c, ids in zip(choices, out, strict=True):
-            if seen & set(ids):
-                raise BackendError(f"choices {list(choices)} start with the same token ({c!r}); use answers that "
-                                   "differ in their first word", kind="bad_request", status=400)
-            seen.update(ids)
-        return out
+        """The first tokens that start each choice (see :func:`.choices.choice_tokens`)."""
+        from .choices import choice_tokens
+
+        return choice_tokens(self.model.tokenizer, choices)
 
     def describe(self) -> str:
         m = self.model
