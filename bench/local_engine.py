@@ -85,7 +85,7 @@ class HFSide:
 
 
 def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
-    return {k: round(statistics.median(r[k] for r in rounds), 5 if k.endswith("_s") or "_s_" in k else 1)
+    return {k: round(statistics.median(r[k] for r in rounds), 1 if k.startswith("decode_") else 5)
             for k in rounds[0]}
 
 
