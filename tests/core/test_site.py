@@ -237,6 +237,9 @@ def test_serve_lists_every_camera_and_answers_about_each(tmp_path: Path) -> None
                 reply = httpx.post(base + "/v1/chat/completions", json=body, timeout=30)
                 assert reply.status_code == 200, reply.text
                 assert reply.json()["choices"][0]["message"]["content"]
+            metrics = httpx.get(base + "/metrics", timeout=10).text
+            for camera in ("door", "garage"):
+                assert f'framelens_frames_total{{source="{camera}"}}' in metrics
             sent = [r.json() for r in ollama.requests_to("/api/chat")]
             assert [m["messages"][-1]["content"] for m in sent[-2:]] == ["What is at the door?",
                                                                         "What is at the garage?"]
