@@ -46,6 +46,12 @@ _CAMERA_RUN_KEYS = ("max-frames", "realtime", "loop", "max-failures", "width", "
 _QUEUE = 64  # frames waiting for a Site.session() consumer before the cameras wait for it
 
 
+def _fill(value: Any, camera: str) -> Any:
+    """``{camera}`` in a string option becomes the camera's id, so one setting can give
+    every camera its own file (``-c alerts-store=/var/lib/framelens/{camera}.json``)."""
+    return value.replace("{camera}", camera) if isinstance(value, str) else value
+
+
 def _longest(key: str, spaces: Mapping[str, Any]) -> str | None:
     for ns in sorted(spaces, key=len, reverse=True):
         if key.startswith(ns + "-") and len(key) > len(ns) + 1:
@@ -179,7 +185,8 @@ class Site:
     def _prefixed(stage: StageConfig, camera: str) -> StageConfig:
         from .config import StageConfig
 
-        return StageConfig(stage.name, f"{camera}-{stage.id}", dict(stage.options), stage.where, stage.target)
+        options = {k: _fill(v, camera) for k, v in stage.options.items()}
+        return StageConfig(stage.name, f"{camera}-{stage.id}", options, stage.where, stage.target)
 
     def _site_spaces(self, services: list[StageConfig]) -> dict[str, list[type[Options]]]:
         spaces: dict[str, list[type[Options]]] = {}
@@ -230,7 +237,8 @@ class Site:
             ns = _longest(key, dict.fromkeys(own))
             cam_part.append(((key if ns is not None and ns not in bases else f"{camera}-{key}", value, where), True))
         out = []
-        for (key, value, where), camera_own in [*file_part, *cam_part, *cli_part]:
+        for (key, raw, where), camera_own in [*file_part, *cam_part, *cli_part]:
+            value = _fill(raw, camera)
             if camera_own:
                 out.append((key, value, where))
                 continue

@@ -300,15 +300,18 @@ def test_outputs_with_camera_in_the_target_write_one_file_per_camera(tmp_path: P
 
 def test_services_are_site_wide_and_cameras_get_prefixed_ids(tmp_path: Path) -> None:
     path = tmp_path / "site.yaml"
-    path.write_text("defaults: {processors: [fps, {blur: {ksize: 5}}]}\nservices: [http]\n"
+    path.write_text("defaults: {processors: [fps, {blur: {ksize: 5}}, {alerts: {store: '/tmp/x-{camera}.json'}}]}\n"
+                    "services: [http]\n"
                     "cameras: {a: testpattern, b: {source: testpattern, options: {blur-ksize: 9}}}\n"
                     f"options: {{http-port: {free_port()}, b-fps-size: 0.5}}\n")
     site = Pipeline.from_file(path).build()
     assert isinstance(site, Site) and site.runtime is not None
     assert [sid for sid, _ in site.runtime.services] == ["http"]
-    assert [s.id for s in site.cameras["a"].stages] == ["a-fps", "a-blur"]
-    assert [s.id for s in site.cameras["b"].stages] == ["b-fps", "b-blur"]
+    assert [s.id for s in site.cameras["a"].stages] == ["a-fps", "a-blur", "a-alerts"]
+    assert [s.id for s in site.cameras["b"].stages] == ["b-fps", "b-blur", "b-alerts"]
     options = {c: {s.id: s.processor.options for s in site.cameras[c].stages} for c in ("a", "b")}  # type: ignore
+    # {camera} in a string option: each camera its own alert store.
+    assert options["a"]["a-alerts"].store == "/tmp/x-a.json" and options["b"]["b-alerts"].store == "/tmp/x-b.json"
     assert options["a"]["a-blur"].ksize == 5 and options["b"]["b-blur"].ksize == 9
     assert options["a"]["a-fps"].size == 1.0 and options["b"]["b-fps"].size == 0.5
     assert site.runtime.context is not None
