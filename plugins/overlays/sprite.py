@@ -3,15 +3,11 @@
 ``framelens.drawing.draw_block`` lays out and rasterises the text on every
 call: anti-aliased ``putText`` is most of what an overlay costs per frame, and
 the text rarely changes between frames (a caption stays for seconds, an fps
-reading repeats). A :class:`TextSprite` rasterises a block once, as a colour
-patch ``P`` and per-pixel weights, so that drawing it is one
-``cv2.blendLinear`` over the box::
-
-    out = frame * w1 + P * w2        (w1 + w2 = 1)
-
-which is exactly the translucent background followed by anti-aliased text:
-``w1 = (1 - opacity) * (1 - a)`` with ``a`` the glyph coverage. Pixels outside
-the box are never read or written.
+reading repeats). A :class:`TextSprite` rasterises a block once: the glyphs'
+coverage, kept only where it is non-zero (about a tenth of a caption box).
+Drawing it is then the translucent box (one ``cv2.addWeighted`` over the box)
+and the glyph pixels blended with their coverage, the same two steps
+``draw_block`` takes. Pixels outside the box are never read or written.
 """
 
 from __future__ import annotations
@@ -39,15 +35,12 @@ class TextSprite:
         for i, line in enumerate(lines):
             baseline = (i + 1) * style.line_height - (style.line_height - style.pad) // 3
             cv2.putText(coverage, line, (style.pad, baseline), FONT, style.scale, 255, style.thickness, cv2.LINE_AA)
-        a = coverage.astype(np.float32) / 255.0
-        box = opacity if background is not None else 0.0
-        self.w1 = ((1.0 - box) * (1.0 - a)).astype(np.float32)
-        self.w2 = (1.0 - self.w1).astype(np.float32)
-        bg = np.asarray(background if background is not None else (0, 0, 0), np.float32)
-        fg = np.asarray(colour, np.float32)
-        weight = np.maximum(self.w2, 1e-6)[..., None]
-        patch = (bg * (box * (1.0 - a))[..., None] + fg * a[..., None]) / weight
-        self.patch = np.clip(np.rint(patch), 0, 255).astype(np.uint8)
+        self.opacity = opacity if background is not None else 0.0
+        self.box = np.full((self.height, self.width, 3), background or (0, 0, 0), np.uint8)
+        self.ys, self.xs = np.nonzero(coverage)
+        a = coverage[self.ys, self.xs].astype(np.uint16)[:, None]
+        self.keep = 255 - a
+        self.ink = np.asarray(colour, np.uint16)[None, :] * a + 127  # + 127: round, not truncate, below
 
     def draw(self, image: np.ndarray, x: int, y: int) -> int:
         """Blend onto ``image`` (the caller's own copy) with the top-left corner at (x, y); returns the height."""
@@ -55,10 +48,15 @@ class TextSprite:
         x0, y0, x1, y1 = max(0, x), max(0, y), min(w, x + self.width), min(h, y + self.height)
         if x1 <= x0 or y1 <= y0:
             return self.height
-        sy, sx = y0 - y, x0 - x
-        rows, cols = slice(sy, sy + y1 - y0), slice(sx, sx + x1 - x0)
         roi = image[y0:y1, x0:x1]
-        cv2.blendLinear(roi, self.patch[rows, cols], self.w1[rows, cols], self.w2[rows, cols], dst=roi)
+        if self.opacity > 0:
+            box = self.box[: y1 - y0, : x1 - x0]
+            cv2.addWeighted(box, self.opacity, roi, 1 - self.opacity, 0, dst=roi)
+        ys, xs, keep, ink = self.ys - (y0 - y), self.xs - (x0 - x), self.keep, self.ink
+        if x0 != x or y0 != y or x1 != x + self.width or y1 != y + self.height:
+            inside = (ys >= 0) & (xs >= 0) & (ys < y1 - y0) & (xs < x1 - x0)
+            ys, xs, keep, ink = ys[inside], xs[inside], keep[inside], ink[inside]
+        roi[ys, xs] = ((roi[ys, xs] * keep + ink) // 255).astype(np.uint8)
         return self.height
 
 
