@@ -46,6 +46,15 @@ def test_the_rtsp_output_wants_the_api_key_by_basic_or_digest() -> None:
         # ffprobe answers the challenge itself (Digest, the stronger one offered).
         stream = ffprobe(f"rtsp://framelens:s3cret@127.0.0.1:{port}/out")
         assert stream["codec_name"] == "h264"
+        # framelens's own rtsp source reads it with the credentials, and says what is missing without.
+        with pytest.raises(SourceError, match="wants a user name and password"):
+            RtspSource(f"rtsp://127.0.0.1:{port}/out", RtspSourceOptions(open_timeout=3)).open()
+        source = RtspSource(f"rtsp://framelens:s3cret@127.0.0.1:{port}/out", RtspSourceOptions(open_timeout=5))
+        try:
+            info = source.open()
+            assert source.read() is not None and info.width
+        finally:
+            source.close()
 
 
 def test_the_rtsp_output_warns_once_when_it_serves_other_machines_without_a_key() -> None:
