@@ -110,7 +110,7 @@ def test_health_models_and_data_uris_answer_while_20_dead_camera_requests_are_in
         while len(pit.accepted) < 20 and time.monotonic() < deadline:
             time.sleep(0.02)
         # Opens of different cameras run at once: every camera was dialled within a second.
-        assert len(pit.accepted) >= 20 and pit.accepted[19] - started < 2.0, pit.accepted
+        assert len(pit.accepted) >= 20 and pit.accepted[19] - started < 3.0, pit.accepted
         with httpx.Client(timeout=5) as client:
             for path in ("/health", "/v1/models", "/health", "/v1/models", "/health"):
                 t0 = time.monotonic()
