@@ -66,9 +66,9 @@ class CaptionsProcessor(Processor):
         text_w = w - 2 * margin - 2 * style.pad
         top = 0
         for cap in (c for c in captions if c.level == "alert"):
-            key = ("alert", h, w, cap.text)
-            banner = self.sprites.peek(key) or self.sprites.get(
-                key, wrap(cap.text, style, w - 2 * style.pad - 2 * margin, max(2, o.max_lines)), style,
+            alert_key = ("alert", h, w, cap.text)
+            banner = self.sprites.peek(alert_key) or self.sprites.get(
+                alert_key, wrap(cap.text, style, w - 2 * style.pad - 2 * margin, max(2, o.max_lines)), style,
                 colour=COLOURS["white"], background=ALERT_BANNER, opacity=max(o.opacity, 0.85), width=w - 2 * margin)
             top += banner.draw(image, margin, top)
         blocks = []

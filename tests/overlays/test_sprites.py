@@ -48,6 +48,16 @@ def test_a_sprite_is_clipped_at_the_frame_edges() -> None:
             assert changed.size and changed[:, 1].max() < max(0, x) + sprite.width
 
 
+def test_a_sprite_draws_on_a_view_too() -> None:
+    base = noise(240, 640)
+    style = TextStyle.for_frame(240)
+    sprite = TextSprite(["on a crop"], style, colour=(255, 255, 255), background=(0, 0, 0), opacity=0.5)
+    whole, cropped = base.copy(), base.copy()
+    sprite.draw(whole, 330, 20)
+    sprite.draw(cropped[:, 320:], 10, 20)  # the right half: not contiguous
+    assert (whole == cropped).all() and (whole != base).any()
+
+
 def test_captions_render_each_text_once_and_touch_only_their_box() -> None:
     proc = CaptionsProcessor(CaptionsOptions())
     results = Results({"describe": Caption("A cat sits on the sofa.")})
