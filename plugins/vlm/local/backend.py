@@ -137,7 +137,10 @@ class LocalBackend(VLMBackend):
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
 
         def sink(kind: str, value: Any) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+            except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+                job.cancelled.set()
 
         job = engine.job(prompt, max_tokens=min(params.max_tokens or self.options.max_tokens, budget),
                          sampling=sampling, sink=sink, stops=tuple(params.stop),
@@ -198,7 +201,10 @@ class LocalBackend(VLMBackend):
                     result.set_result(value)
                 else:
                     result.set_exception(value)
-            loop.call_soon_threadsafe(deliver)
+            try:
+                loop.call_soon_threadsafe(deliver)
+            except RuntimeError:  # the caller's loop is closed
+                pass
 
         job = engine.choice_job(prompts, ids, sink)
         engine.submit(job)
@@ -221,6 +227,8 @@ class LocalBackend(VLMBackend):
     async def health(self) -> Health:
         if self._closed:
             return Health(False, "closed")
+        if not self.engine.alive:
+            return Health(False, "the local engine thread has stopped; restart framelens")
         return Health(True, f"{self.options.model} loaded ({self.engine.describe()})")
 
     async def aclose(self) -> None:

@@ -365,6 +365,14 @@ class Engine:
             job.sink("error", BackendError(f"the local engine ran out of device memory ({exc})", status=503))
         except BackendError as exc:
             job.sink("error", exc)
+        except Exception as exc:  # answer the caller; the engine goes on
+            log.exception("local engine: scoring choices failed")
+            job.sink("error", BackendError(f"the local engine failed: {type(exc).__name__}: {exc}", status=500))
+
+    @property
+    def alive(self) -> bool:
+        """Whether the engine thread is running."""
+        return self._thread.is_alive() and not self._stop.is_set()
 
     def choose(self, prompts: Sequence[Prompt], choice_ids: Sequence[Sequence[int]]) -> list[list[float]]:
         """Probabilities of each choice after each prompt (runs on the engine thread; see :mod:`.choices`)."""
