@@ -20,7 +20,8 @@ class LocalOptions(Options):
                        description="Hugging Face model id or a local directory in the Hugging Face layout")
     runtime: Literal["auto", "torch", "onnx", "tensorrt"] = Field(
         "auto", description="torch (CUDA or CPU), onnx (ONNX Runtime over `framelens engine export` graphs) "
-                            "or tensorrt (engines from `framelens engine build`); auto = torch")
+                            "or tensorrt (engines from `framelens engine build`); auto = onnx on a CPU when "
+                            "exported graphs are there, else torch")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="Where the model runs (auto: cuda if "
                                                    "torch sees a GPU)")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(

@@ -48,6 +48,10 @@ def load_engine(options: LocalOptions) -> EngineAPI:
         require_tensorrt()
     files = resolve_model(options.model, options.revision)
     device, dtype = pick_device(options.device, options.dtype)
+    onnx_dir = Path(options.onnx_dir) if options.onnx_dir else files.path / "onnx"
+    if options.runtime == "auto" and device.type == "cpu" and dtype == torch.float32 \
+            and (onnx_dir / "genai_config.json").is_file():
+        runtime = "onnx"  # exported graphs next to the model: ONNX Runtime is the faster CPU path
     if runtime == "onnx" and device.type != "cpu":
         log.warning("local-runtime=onnx runs on the CPU (onnxruntime's CPU provider)")
     try:
@@ -55,7 +59,7 @@ def load_engine(options: LocalOptions) -> EngineAPI:
         if runtime == "onnx":
             from .onnx_runner import attach_onnx
 
-            attach_onnx(model, Path(options.onnx_dir) if options.onnx_dir else files.path / "onnx")
+            attach_onnx(model, onnx_dir)
         elif runtime == "tensorrt":
             from .tensorrt import attach_tensorrt
 

@@ -107,6 +107,20 @@ def test_onnx_prefix_reuse_and_choices(onnx_engines: dict[str, Any], engines: di
     assert torch.allclose(torch.tensor(got[0]), torch.tensor(ref_got[0]), atol=1e-4)
 
 
+def test_auto_runtime_picks_onnx_on_the_cpu_when_graphs_are_there(exported: dict[str, Path],
+                                                                  tiny_dirs: dict[str, Path]) -> None:
+    from framelens.plugins.vlm.local.options import LocalOptions
+    from framelens.plugins.vlm.local.runtime import load_engine
+
+    with_graphs = load_engine(LocalOptions(model=str(exported["llava"]), device="cpu", max_context=128))
+    without = load_engine(LocalOptions(model=str(tiny_dirs["llava"]), device="cpu", max_context=128))
+    try:
+        assert (with_graphs.runtime, without.runtime) == ("onnx", "torch")
+    finally:
+        with_graphs.close()
+        without.close()
+
+
 def test_onnx_errors(exported: dict[str, Path], tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
     from framelens.plugins.vlm.local.onnx_export import export_onnx
     from framelens.plugins.vlm.local.options import LocalOptions
