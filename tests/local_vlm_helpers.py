@@ -123,3 +123,14 @@ def done_of(job: Any) -> Any:
     kind, value = job.events[-1]
     assert kind == "done", job.events[-1]
     return value
+
+
+def make_engine(path: Path, **kw: Any) -> Any:
+    import torch
+
+    from framelens.plugins.vlm.local.engine import EngineAPI
+    from framelens.plugins.vlm.local.loading import check_model_dir
+    from framelens.plugins.vlm.local.model import LoadedModel
+
+    model = LoadedModel(check_model_dir(path), torch.device("cpu"), torch.float32)
+    return EngineAPI(model, slots=kw.pop("slots", 4), capacity=kw.pop("capacity", 256), **kw)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from local_vlm_helpers import make_engine
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -18,17 +19,6 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("tiny-vlms")
     return {f: build_tiny_model(f, root / f) for f in TINY_FAMILIES}
-
-
-def make_engine(path: Path, **kw: Any) -> Any:
-    import torch
-
-    from framelens.plugins.vlm.local.engine import EngineAPI
-    from framelens.plugins.vlm.local.loading import check_model_dir
-    from framelens.plugins.vlm.local.model import LoadedModel
-
-    model = LoadedModel(check_model_dir(path), torch.device("cpu"), torch.float32)
-    return EngineAPI(model, slots=kw.pop("slots", 4), capacity=kw.pop("capacity", 256), **kw)
 
 
 @pytest.fixture(scope="session")

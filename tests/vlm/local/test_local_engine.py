@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from conftest import make_engine
-from local_vlm_helpers import done_of, image, messages, run_jobs, text_of
+from local_vlm_helpers import done_of, image, make_engine, messages, run_jobs, text_of
 
 from framelens import BackendError
 
