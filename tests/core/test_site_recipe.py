@@ -60,9 +60,10 @@ def test_three_camera_groups_survive_a_dead_vlm_server_and_a_dead_process(
             every = [c for cameras in GROUPS.values() for c in cameras]
             assert wait_for(lambda: all(_descriptions(listener, c) for c in every)
                             or any(p.poll() is not None for p in procs.values()), timeout=30)
-            assert all(_descriptions(listener, c) for c in every), (
-                {c: len(_descriptions(listener, c)) for c in every},
-                {n: p.poll() for n, p in procs.items()})
+            exited = {n: (p.returncode, p.stderr.read() if p.stderr else "")
+                      for n, p in procs.items() if p.poll() is not None}
+            assert not exited, exited
+            assert all(_descriptions(listener, c) for c in every), {c: len(_descriptions(listener, c)) for c in every}
             for node in GROUPS:
                 assert listener.on(f"site/_nodes/{node}/availability")[-1][1] == b"online"
             assert one.requests_to("/api/chat") and two.requests_to("/api/chat"), "the pool spreads the load"
