@@ -162,3 +162,46 @@ def test_when_every_server_is_down_callers_get_an_error_naming_them(context: Con
     assert any(a.base_url in str(r) for r in results)
     assert gauge(context, "framelens_backend_server_up", a) == 0 and gauge(context, "framelens_backend_server_up",
                                                                              b) == 0
+
+
+def test_serve_exposes_per_server_health_and_load_in_metrics() -> None:
+    import subprocess
+    import sys
+
+    import httpx
+    from fakes import unused_url
+    from helpers import free_port
+
+    with FakeOpenAI(models=["m"]) as alive:
+        dead, port = unused_url("/v1"), free_port()
+        proc = subprocess.Popen([sys.executable, "-m", "framelens", "serve", "--port", str(port), "--backend",
+                                 "openai", "-c", f"openai-url={alive.base_url},{dead}", "-c", "openai-model=m"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        api = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(api + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            for _ in range(4):
+                r = httpx.post(api + "/v1/chat/completions", timeout=20,
+                               json={"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                assert r.status_code == 200, r.text  # the dead server never costs a caller an error
+            text = httpx.get(api + "/metrics").text
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    def value(name: str, url: str) -> float:
+        match = re.search(rf'^{name}{{backend="openai",server="{re.escape(url)}"}} (\S+)$', text, re.M)
+        assert match, f"{name} {url} missing"
+        return float(match.group(1))
+
+    assert value("framelens_backend_server_up", alive.base_url) == 1
+    assert value("framelens_backend_server_up", dead) == 0
+    assert value("framelens_backend_server_errors_total", dead) >= 1
+    assert value("framelens_backend_server_requests_total", alive.base_url) >= 4
+    assert value("framelens_backend_server_in_flight", alive.base_url) == 0
