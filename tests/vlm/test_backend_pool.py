@@ -205,3 +205,38 @@ def test_serve_exposes_per_server_health_and_load_in_metrics() -> None:
     assert value("framelens_backend_server_errors_total", dead) >= 1
     assert value("framelens_backend_server_requests_total", alive.base_url) >= 4
     assert value("framelens_backend_server_in_flight", alive.base_url) == 0
+
+
+def test_streams_cut_by_a_dying_server_end_in_an_error_never_in_silence(context: Context) -> None:
+    a = FakeOpenAI(models=["m"], token_delay=0.05).start()
+    b = FakeOpenAI(models=["m"], token_delay=0.05).start()
+    try:
+        backend = pool_backend(context, [a, b], retries="2", timeout="10")
+        outcomes: list[str] = []
+
+        async def one() -> None:
+            text = ""
+            try:
+                async for chunk in backend.stream(HELLO, GenerationParams(max_tokens=16)):
+                    text += chunk.text
+                outcomes.append("complete" if text.endswith("today?") else f"short: {text!r}")
+            except BackendError as exc:
+                outcomes.append("error" if "dropped the connection" in str(exc) else f"other error: {exc}")
+
+        async def load() -> None:
+            await asyncio.gather(*(one() for _ in range(16)))
+            await asyncio.gather(*(one() for _ in range(16)))  # after b died: all on a
+
+        running = context.runner.submit(load())
+        deadline = time.monotonic() + 10
+        while len(b.requests_to(PATH)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        b.stop()  # mid-stream: each answer takes about 0.4 s
+        running.result(30)
+        assert len(outcomes) == 32
+        assert set(outcomes) <= {"complete", "error"}, outcomes  # a cut stream is an error, never a short answer
+        assert outcomes.count("complete") >= 16
+        assert "error" in outcomes  # the streams b was sending were cut, and said so
+    finally:
+        a.stop()
+        b.stop()
