@@ -316,3 +316,29 @@ def test_services_are_site_wide_and_cameras_get_prefixed_ids(tmp_path: Path) -> 
     assert options["a"]["a-fps"].size == 1.0 and options["b"]["b-fps"].size == 0.5
     assert site.runtime.context is not None
     site.runtime.context.close()
+
+
+def test_a_child_context_shares_the_site_and_closes_only_its_own(fakecam: FakeBackendPlugin) -> None:
+    from framelens import Context
+    from framelens.plugin_manager import get_plugin_manager
+
+    site = Context(get_plugin_manager().registry, namespaces={"describe": {"interval": "5"}},
+                   backend_types={"vlm": "fakecam"})
+    door = site.child("door", namespaces={"door-describe": {"prompt": "p"}})
+    assert door.root is site and door.camera == "door" and door.unprefixed("door-describe") == "describe"
+    assert door.events is site.events and door.runner is site.runner and door.streams is site.streams
+    assert door.metrics is site.metrics and door.state("k", list) is site.state("k", list)
+    assert door.namespace_options("describe") == {"interval": "5"}  # the site's, seen through the child
+    assert door.namespace_options("door-describe") == {"prompt": "p"} and site.namespace_options("door-describe") == {}
+    assert door.backend("vlm") is site.backend("vlm")  # one instance of the declared type
+    door.publish_result("k", 1)
+    assert dict(door.sticky_results()) == {"k": 1} and dict(site.sticky_results()) == {}
+    closed: list[str] = []
+    door.on_close(lambda: closed.append("door"))
+    site.on_close(lambda: closed.append("site"))
+    door.close()
+    assert closed == ["door"] and not site.stopping.is_set()
+    made = fakecam.made  # type: ignore[attr-defined]
+    assert len(made) == 1 and not made[0].closed, "the shared backend outlives the camera"
+    site.close()
+    assert closed == ["door", "site"] and made[0].closed
