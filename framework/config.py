@@ -222,6 +222,27 @@ _NAME_ID = re.compile(r"^[a-z][a-z0-9_-]*(:[A-Za-z0-9_-]+)?$")
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """PyYAML keeps the last of two equal keys; a deployment file with two cameras (or two
+    options) of one name is a mistake, so it is an error here."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise _DuplicateKey(f"line {line}: duplicate key '{key}' (first at line {seen[key]}); "
+                                    "each camera, option and key can be given once")
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _expand(value: Any, path: str, file: str) -> Any:
     if isinstance(value, str):
 
@@ -290,13 +311,15 @@ def load_deployment(path: str | Path) -> RunConfig:
         raise ConfigError(f"{file}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start});"
                           " save the deployment file as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{file}:{at} invalid YAML: {getattr(exc, 'problem', exc)}") from None
     except RecursionError:
         raise ConfigError(f"{file}: invalid YAML: nested too deeply for a deployment file") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{file}: {exc}") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

@@ -251,6 +251,8 @@ def test_serve_lists_every_camera_and_answers_about_each(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize(("yaml", "message"), [
+    ("cameras:\n  a: testpattern\n  b: testpattern\n  a: testpattern\n",
+     r"line 4: duplicate key 'a' \(first at line 2\)"),
     ("cameras: {a: {source: testpattern, procesors: [fps]}}", r"cameras\.a: unknown key 'procesors' "
                                                             r"\(did you mean processors"),
     ("cameras: {a: testpattern, b: testpattern}\noutputs: [out.mp4]",
