@@ -16,7 +16,8 @@ from framelens import hookspecs
 from framelens.cli import main
 from framelens.testing import plugin_registered
 
-RUNNABLE = ("Typed factories and the component id", "Running a pipeline from Python", "Testing with FakeBackend")
+RUNNABLE = ("Typed factories and the component id", "Running a pipeline from Python", "Testing with FakeBackend",
+            "A slow processor", "An HTTP route, complete")
 
 
 def test_every_hook_is_documented() -> None:
@@ -62,3 +63,12 @@ def test_readme_python_example_runs() -> None:
     (block,) = re.findall(r"## From Python\n.*?```python\n(.*?)```", readme, re.S)
     # No Ollama here: the video still plays and the descriptions say what is wrong.
     exec(compile(block.replace("max_frames=60", "max_frames=15"), "README.md", "exec"), {"__name__": "readme"})
+
+
+def test_the_guides_example_plugin_is_the_shipped_one() -> None:
+    """The files quoted at the top of docs/plugins.md are docs/example-plugin's, verbatim."""
+    guide = (ROOT / "docs" / "plugins.md").read_text()
+    quoted = re.findall(r"```python\n# (framelens_grayscale/[a-z_]+\.py)\n(.*?)```", guide, re.S)
+    assert {path for path, _ in quoted} == {"framelens_grayscale/__init__.py", "framelens_grayscale/processor.py"}
+    for path, body in quoted:
+        assert body == (ROOT / "docs" / "example-plugin" / path).read_text(), f"docs/plugins.md quotes an old {path}"
