@@ -20,7 +20,7 @@ from framelens import ChatMessage, ImagePart, TextPart, Usage, VLMTimings
 
 from .engine import EngineAPI
 
-__all__ = ["frame", "measure_engine", "run_batch"]
+__all__ = ["DEFAULT_TEXT", "frame", "measure_engine", "run_batch"]
 
 
 def frame(seed: int, h: int = 480, w: int = 640) -> np.ndarray:
@@ -28,9 +28,17 @@ def frame(seed: int, h: int = 480, w: int = 640) -> np.ndarray:
     return np.random.RandomState(seed).randint(0, 255, (h, w, 3), dtype=np.uint8)
 
 
-def _messages(img: np.ndarray, text: str = "Describe what is in this picture in one short sentence.") -> list[
-        ChatMessage]:
+DEFAULT_TEXT = "Describe what is in this picture in one short sentence."
+
+
+def _messages(img: np.ndarray, text: str = DEFAULT_TEXT) -> list[ChatMessage]:
     return [ChatMessage("user", (ImagePart(image=img), TextPart(text)))]
+
+
+def _sync(device: torch.device) -> None:
+    # CUDA kernels run asynchronously: without this a host clock times the launch, not the work
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def run_batch(engine: EngineAPI, prompts: Sequence[Any], tokens: int, *, ignore_eos: bool = True,
@@ -69,30 +77,32 @@ def run_batch(engine: EngineAPI, prompts: Sequence[Any], tokens: int, *, ignore_
 
 
 def measure_engine(engine: EngineAPI, *, tokens: int = 64, batch: int = 8, repeats: int = 3,
-                   seed: int = 0) -> dict[str, Any]:
+                   seed: int = 0, text: str = DEFAULT_TEXT) -> dict[str, Any]:
     """The engine's figures (seconds, tokens/s); medians of ``repeats`` runs. Every image is new (seeds from
-    ``seed``), so no figure profits from the engine's image-feature cache."""
+    ``seed``), so no figure profits from the engine's image-feature cache. ``text`` follows the image."""
     model = engine.model
-    one = [model.prompt(_messages(frame(seed + i))) for i in range(repeats + 1)]
+    one = [model.prompt(_messages(frame(seed + i), text)) for i in range(repeats + 1)]
     run_batch(engine, one[:1], 4)  # warm-up
     singles = [run_batch(engine, [p], tokens)[1][0] for p in one[1:]]
     decode = statistics.median((u.completion_tokens - 1) / t.generate_s for u, t in singles if t.generate_s)
     ttft = statistics.median(t.first_token_s or 0.0 for _, t in singles)
-    many = [model.prompt(_messages(frame(seed + 100 + i))) for i in range(batch)]
+    many = [model.prompt(_messages(frame(seed + 100 + i), text)) for i in range(batch)]
     wall, res = run_batch(engine, many, tokens)
     aggregate = sum(u.completion_tokens for u, _ in res) / wall
     px = one[0].pixels[0][None]
     vision = []
     for _ in range(repeats):
+        _sync(model.device)
         t0 = time.perf_counter()
         with torch.no_grad():
             model.vision(px)
+        _sync(model.device)
         vision.append(time.perf_counter() - t0)
     captions = []
     for i in range(repeats):
         img = frame(seed + 200 + i)
         t0 = time.perf_counter()
-        prompt = model.prompt(_messages(img))
+        prompt = model.prompt(_messages(img, text))
         run_batch(engine, [prompt], 32)
         captions.append(time.perf_counter() - t0)
     return {
