@@ -174,7 +174,8 @@ class Context:
         makes ``vlm`` an ``ollama``); ``name`` itself otherwise."""
         return self.backend_types.get(name, name)
 
-    def backend(self, name: str, *, type: str | None = None) -> VLMBackend:
+    def backend(self, name: str, *, type: str | None = None,
+                options: Mapping[str, Any] | None = None) -> VLMBackend:
         """The run's backend called ``name``, created on first use.
 
         ``type`` is the registered backend to create (default: the type the deployment
@@ -182,7 +183,9 @@ class Context:
         settings that it declares, so ``-p ollama:cam2`` gets an ``ollama`` backend
         configured by ``-c cam2-url=...``. Everyone who asks for the same name shares
         one instance (the cameras of a site too), which the site's context closes at
-        shutdown.
+        shutdown. ``options`` (``{"url": ...}``) are laid over those settings when this
+        call creates the instance (a stage's own options, such as a deployment file's
+        ``- ollama: {model: moondream}``); they are ignored once it exists.
         """
         with self._backend_lock:
             existing = self._backends.get(name)
@@ -195,8 +198,9 @@ class Context:
             own = self.camera is not None and name.startswith(f"{self.camera}-")
             where = self if own else self.root
             raw = {k: v for k, v in where.namespace_options(name).items() if k in declared}
-            options = parse_options(spec.options, raw, namespace=name)
-            backend = spec.create(name, options, self)
+            raw.update({option_key(k): v for k, v in (options or {}).items() if option_key(k) in declared})
+            validated = parse_options(spec.options, raw, namespace=name)
+            backend = spec.create(name, validated, self)
             if not isinstance(backend, VLMBackend):
                 raise ConfigError(f"backend {spec.name!r} factory did not return a VLMBackend")
             self._backends[name] = backend

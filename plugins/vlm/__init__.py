@@ -14,6 +14,7 @@ namespace, as wasmVision users type them: ``-p ollama -c ollama-model=llava``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from framelens import CommandRegister, ConfigError, Context, Options, RegisterFn, hookimpl
 
@@ -54,17 +55,25 @@ def _alias(backend: str) -> Callable[[DescriberOptions, Context, str], Describer
     """``-p BACKEND``: ``describe`` bound to ``backend``, configured from the stage's own namespace."""
 
     def make(options: DescriberOptions, context: Context, id: str) -> Describer:
+        model = context.registry.get("backend", backend).options
+        # The stage's backend options (from -c or its deployment-file entry) configure the backend.
+        own = {f: getattr(options, f) for f in options.model_fields_set if f in model.model_fields}
+        overrides: dict[str, Any] | None = own
         name = id
         base = context.unprefixed(id)
         if base != id:
             # A camera's `-p ollama`: one backend for every camera, unless this camera's stage
             # sets backend options of its own (-c door-ollama-url=...).
-            declared = {f.replace("_", "-") for f in context.registry.get("backend", backend).options.model_fields}
-            mine = {k: v for k, v in context.namespace_options(id).items() if k in declared}
-            shared = {k: v for k, v in context.root.namespace_options(base).items() if k in declared}
-            if mine == shared:
-                name = base
-        return Describer(options, context, get_backend=lambda: context.backend(name, type=backend), id=id)
+            shared = {k.replace("-", "_"): v for k, v in context.root.namespace_options(base).items()
+                      if k.replace("-", "_") in model.model_fields}
+            try:
+                same = model(**own) == model(**shared)
+            except ValueError:
+                same = False  # the shared settings are invalid: this camera keeps its own (valid) ones
+            if same:
+                name, overrides = base, None
+        return Describer(options, context, id=id,
+                         get_backend=lambda: context.backend(name, type=backend, options=overrides))
 
     return make
 

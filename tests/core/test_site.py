@@ -344,3 +344,32 @@ def test_a_child_context_shares_the_site_and_closes_only_its_own(fakecam: FakeBa
     assert len(made) == 1 and not made[0].closed, "the shared backend outlives the camera"
     site.close()
     assert closed == ["door", "site"] and made[0].closed
+
+
+def test_an_alias_stage_entry_configures_its_backend_in_each_camera(tmp_path: Path) -> None:
+    models = {"moondream:latest": ["completion", "vision"], "llava:latest": ["completion", "vision"]}
+    with FakeOllama(models=models) as server:
+        path = tmp_path / "site.yaml"
+        path.write_text(f"""\
+defaults:
+  processors:
+    - ollama: {{url: "{server.url}", stream: false}}
+cameras:
+  a: testpattern
+  b:
+    source: testpattern
+    processors:
+      - ollama: {{url: "{server.url}", model: moondream, stream: false}}
+""")
+        site = Pipeline.from_file(path).build()
+        assert isinstance(site, Site)
+        timer = threading.Timer(2.0, site.stop)
+        timer.start()
+        try:
+            site.run()
+        finally:
+            timer.cancel()
+        asked = {r.json()["model"] for r in server.requests_to("/api/chat")}
+    # The entry's url reaches the backend (nothing listens on the default localhost:11434), and
+    # camera b's own model gives it its own instance.
+    assert asked == {"llava", "moondream"}
