@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import json
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -89,8 +90,9 @@ class HFSide:
     def load(cls, path: Path, device: torch.device, dtype: torch.dtype, text: str = DEFAULT_TEXT) -> HFSide:
         import transformers
 
-        model = transformers.AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device)
-        return cls(model, transformers.AutoProcessor.from_pretrained(path), device, text)
+        hf: Any = transformers
+        model = hf.AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device)
+        return cls(model, hf.AutoProcessor.from_pretrained(path), device, text)
 
     def batch(self, images: Sequence[np.ndarray], texts: Sequence[str]) -> Any:
         """Processor inputs of one user turn per row (a BGR image then text), left-padded, on the device."""
@@ -266,7 +268,13 @@ def main() -> None:
                 model = LoadedModel(ModelFiles(path, args.preset, config, "gemma3", ()), device, dtype)
             import transformers
 
-            hf_side = HFSide(hf_model, transformers.AutoProcessor.from_pretrained(path), device, text)
+            hf: Any = transformers
+            hf_side = HFSide(hf_model, hf.AutoProcessor.from_pretrained(path), device, text)
+        wbytes = _weight_bytes(model.decoder)
+        bandwidth = copy_bandwidth(device, args.copy_gb or (4.0 if device.type == "cuda" else 0.5))
+        # progress on stderr, so a run cut short by a time limit still shows what it measured
+        print(json.dumps({"weight_bytes": wbytes, "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1)}),
+              file=sys.stderr, flush=True)
         engine = EngineAPI(model, slots=args.batch, capacity=512, prefix_slots=0)
         hf_side.gen(hf_side.inputs([0]), 4)  # warm-up
         ours_rounds, hf_rounds = [], []
@@ -276,10 +284,10 @@ def main() -> None:
                 ours_rounds.append(measure_engine(engine, tokens=args.tokens, batch=args.batch, repeats=1,
                                                   seed=1000 * (r + 1), text=text))
                 hf_rounds.append(hf_side.measure(tokens=args.tokens, batch=args.batch, seed=10 * r + 1))
+                print(json.dumps({"round": r, "engine": ours_rounds[-1], "hf_generate": hf_rounds[-1]}),
+                      file=sys.stderr, flush=True)
         finally:
             engine.close()
-        wbytes = _weight_bytes(model.decoder)
-        bandwidth = copy_bandwidth(device, args.copy_gb or (4.0 if device.type == "cuda" else 0.5))
         ours = {**_median([{k: v for k, v in o.items() if k not in ("prompt_tokens", "image_tokens")}
                            for o in ours_rounds]), **{k: ours_rounds[0][k] for k in ("prompt_tokens", "image_tokens")}}
         hf = _median(hf_rounds)

@@ -146,11 +146,12 @@ def main() -> None:
             if args.preset:
                 import transformers
 
+                T: Any = transformers
                 path, hf_model = build_gemma3(args.preset, Path(tmp) / dtype_name, device, dtype)
                 with shared_weights(hf_model):
                     config = json.loads((path / "config.json").read_text())
                     model = LoadedModel(ModelFiles(path, args.preset, config, "gemma3", ()), device, dtype)
-                cases.append((args.preset, model, HFSide(hf_model, transformers.AutoProcessor.from_pretrained(path),
+                cases.append((args.preset, model, HFSide(hf_model, T.AutoProcessor.from_pretrained(path),
                                                          device)))
             for name, model, hf in cases:
                 for row in check_case(name, model, hf, args.tokens):
