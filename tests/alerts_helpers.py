@@ -24,15 +24,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-from paho.mqtt.client import Client, MQTTMessage
-from paho.mqtt.enums import CallbackAPIVersion
 
 from framelens import BackendError, decode_image
 from framelens.plugins.sources.testpattern import read_code
 from framelens.testing import FakeBackend, FakeRequest
 
 __all__ = [
-    "MqttListener",
     "Script",
     "ScriptedVLM",
     "WebhookReceiver",
@@ -225,38 +222,6 @@ def mosquitto(tmp_path: Path) -> Iterator[Broker]:
         yield broker
     finally:
         broker.stop()
-
-
-class MqttListener:
-    """A paho client subscribed to ``topic``; records (topic, payload, retain) of every message."""
-
-    def __init__(self, port: int, topic: str) -> None:
-        self.messages: list[tuple[str, bytes, bool]] = []
-        self._lock = threading.Lock()
-        self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-listener-{time.monotonic_ns()}")
-        self.subscribed = threading.Event()
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port, keepalive=10)
-        self.client.loop_start()
-        if not self.subscribed.wait(10):
-            raise RuntimeError("the MQTT listener could not subscribe")
-
-    def _on_message(self, _c: Client, _u: Any, msg: MQTTMessage) -> None:
-        with self._lock:
-            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
-
-    def on(self, topic: str) -> list[tuple[bytes, bool]]:
-        with self._lock:
-            return [(p, r) for t, p, r in self.messages if t == topic]
-
-    def events(self, topic: str) -> list[dict[str, Any]]:
-        return [json.loads(p) for p, _ in self.on(topic) if p]
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 def async_gate(condition: Callable[[], bool], timeout: float) -> Callable[[], Any]:

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from alerts_helpers import (
     Broker,
-    MqttListener,
     ScriptedVLM,
     WebhookReceiver,
     async_gate,
@@ -26,6 +25,7 @@ from alerts_helpers import (
     wait_for,
 )
 from helpers import free_port, run_cli
+from mqtt_helpers import Listener
 
 from framelens import Event, EventBus, Frame, Processor, RegisterFn, decode_image, hookimpl
 from framelens.plugins.alerts.mqtt import MqttNotifier, parse_mqtt_url
@@ -123,7 +123,7 @@ def test_transitions_follow_the_script_and_reach_events_and_webhook(tmp_path: Pa
 
 
 def test_transitions_reach_a_real_mqtt_broker(tmp_path: Path, mosquitto: Broker) -> None:  # noqa: F811
-    listener = MqttListener(mosquitto.port, "cam1/#")
+    listener = Listener(mosquitto.port, "cam1/#")
     try:
         backend = ScriptedVLM(SCRIPT)
         events = tmp_path / "events.jsonl"
@@ -131,18 +131,18 @@ def test_transitions_reach_a_real_mqtt_broker(tmp_path: Path, mosquitto: Broker)
                    "-c", "alerts-snapshot=inline", events=events)
         got = alert_events(events)
         assert wait_for(lambda: len(listener.on("cam1/events")) == len(got))
-        assert listener.events("cam1/events") == got  # every transition, in order, as on --events
+        assert listener.json_on("cam1/events") == got  # every transition, in order, as on --events
         first = got[0]["payload"]
         assert frame_of(decode_image(base64.b64decode(first["snapshot_base64"]))) == first["frame_index"]
-        assert wait_for(lambda: [p for p, _ in listener.on("cam1/status")][-1:] == [b"offline"])
-        assert [p for p, _ in listener.on("cam1/status")][0] == b"online"
+        assert wait_for(lambda: [p for _, p, _, _ in listener.on("cam1/status")][-1:] == [b"offline"])
+        assert [p for _, p, _, _ in listener.on("cam1/status")][0] == b"online"
     finally:
         listener.close()
     # A client that connects later gets every rule's newest state from the retained messages.
-    late = MqttListener(mosquitto.port, "cam1/alerts/+")
+    late = Listener(mosquitto.port, "cam1/alerts/+")
     try:
         assert wait_for(lambda: len(late.messages) == 2)
-        retained = {t.rsplit("/", 1)[1]: (json.loads(p)["payload"]["state"], r) for t, p, r in late.messages}
+        retained = {t.rsplit("/", 1)[1]: (json.loads(p)["payload"]["state"], r) for t, p, _, r in late.messages}
         assert retained == {"smoke": ("off", True), "person": ("off", True)}
     finally:
         late.close()
@@ -166,8 +166,8 @@ def test_mqtt_notifier_reconnects_after_the_broker_restarts(mosquitto: Broker,  
     try:
         assert notifier.wait_connected(10)
         transition("smoke", "on")
-        listener = MqttListener(mosquitto.port, "site/alerts/+")
-        assert wait_for(lambda: listener.events("site/alerts/smoke")[-1:] != [])
+        listener = Listener(mosquitto.port, "site/alerts/+")
+        assert wait_for(lambda: listener.json_on("site/alerts/smoke")[-1:] != [])
         listener.close()
         mosquitto.stop()
         assert wait_for(lambda: not notifier.wait_connected(0), 10)
@@ -175,11 +175,11 @@ def test_mqtt_notifier_reconnects_after_the_broker_restarts(mosquitto: Broker,  
         transition("door", "on")
         mosquitto.start()  # without persistence: everything retained before is gone
         assert notifier.wait_connected(40)
-        listener = MqttListener(mosquitto.port, "site/alerts/+")
+        listener = Listener(mosquitto.port, "site/alerts/+")
         try:
             assert wait_for(lambda: {e["payload"]["rule"]: e["payload"]["state"]
-                                     for e in listener.events("site/alerts/smoke")
-                                     + listener.events("site/alerts/door")} == {"smoke": "off", "door": "on"})
+                                     for e in listener.json_on("site/alerts/smoke")
+                                     + listener.json_on("site/alerts/door")} == {"smoke": "off", "door": "on"})
         finally:
             listener.close()
         assert "lost the connection" in caplog.text and "reconnected to" in caplog.text

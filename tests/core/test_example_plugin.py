@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,21 +19,7 @@ from pathlib import Path
 
 import httpx
 import openai
-import pytest
-from helpers import ROOT, free_port, run_cli
-
-
-@pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """docs/example-plugin built and installed into a target dir (no network, no framelens change)."""
-    target = tmp_path_factory.mktemp("site")
-    src = tmp_path_factory.mktemp("src") / "example-plugin"
-    shutil.copytree(ROOT / "docs" / "example-plugin", src)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "--target", str(target), str(src)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return target
+from helpers import free_port, run_cli
 
 
 @contextmanager
@@ -63,10 +48,10 @@ def serve(site: Path, *args: str) -> Iterator[str]:
         assert proc.returncode == 0, err
 
 
-def test_describe_works_on_a_third_party_backend(plugin_site: Path) -> None:
+def test_describe_works_on_a_third_party_backend(example_plugin: Path) -> None:
     done = run_cli(["run", "-s", "testpattern", "-c", "testpattern-fps=60", "--max-frames", "60",
                     "-p", "describe", "-c", "describe-backend=brightness", "-p", "captions", "-o", "none",
-                    "--events", "-"], env={"PYTHONPATH": str(plugin_site)})
+                    "--events", "-"], env={"PYTHONPATH": str(example_plugin)})
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     texts = [e["payload"]["text"] for e in events if e["type"] == "description"]
@@ -74,15 +59,15 @@ def test_describe_works_on_a_third_party_backend(plugin_site: Path) -> None:
     assert {e["payload"]["model"] for e in events if e["type"] == "description"} == {"brightness-1"}
 
 
-def test_unknown_describe_backend_names_the_option(plugin_site: Path) -> None:
+def test_unknown_describe_backend_names_the_option(example_plugin: Path) -> None:
     done = run_cli(["run", "-s", "testpattern", "-p", "describe", "-c", "describe-backend=brightnes", "-o", "none"],
-                   env={"PYTHONPATH": str(plugin_site)})
+                   env={"PYTHONPATH": str(example_plugin)})
     assert done.returncode == 2
     assert "describe-backend=brightnes" in done.stderr and "did you mean brightness" in done.stderr
 
 
-def test_serve_answers_with_a_third_party_backend_and_mounts_its_route(plugin_site: Path) -> None:
-    with serve(plugin_site, "-s", "testpattern", "-p", "grayscale", "--backend", "brightness") as base:
+def test_serve_answers_with_a_third_party_backend_and_mounts_its_route(example_plugin: Path) -> None:
+    with serve(example_plugin, "-s", "testpattern", "-p", "grayscale", "--backend", "brightness") as base:
         client = openai.OpenAI(base_url=base + "/v1", api_key="unused")
         answer = client.chat.completions.create(model="brightness-1", messages=[{"role": "user", "content": [
             {"type": "text", "text": "How bright is it?"},
@@ -100,8 +85,8 @@ def test_serve_answers_with_a_third_party_backend_and_mounts_its_route(plugin_si
         assert "/v1/grayscale" in httpx.get(base + "/openapi.json").json()["paths"]
 
 
-def test_a_plugins_route_is_not_served_when_the_plugin_is_not_in_the_run(plugin_site: Path) -> None:
-    with serve(plugin_site, "-s", "testpattern", "--backend", "ollama") as base:
+def test_a_plugins_route_is_not_served_when_the_plugin_is_not_in_the_run(example_plugin: Path) -> None:
+    with serve(example_plugin, "-s", "testpattern", "--backend", "ollama") as base:
         r = httpx.get(base + "/v1/grayscale")
         assert r.status_code == 404
         error = r.json()["error"]

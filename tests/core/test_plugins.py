@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -200,19 +197,6 @@ def test_list_shows_origin_and_options() -> None:
 class Noop(Processor):
     def process(self, frame):  # type: ignore[no-untyped-def]
         return frame
-
-
-@pytest.fixture(scope="module")
-def example_plugin(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Install docs/example-plugin (a real distribution with an entry point) into a target dir."""
-    target = tmp_path_factory.mktemp("site")
-    src = tmp_path_factory.mktemp("src") / "example-plugin"
-    shutil.copytree(ROOT / "docs" / "example-plugin", src)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--no-index", "-q",
-         "--target", str(target), str(src)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    return target
 
 
 def test_third_party_plugin_is_discovered_and_runs(example_plugin: Path) -> None:
