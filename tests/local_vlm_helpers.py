@@ -11,7 +11,7 @@ import numpy as np
 
 from framelens import ChatMessage, ImagePart, TextPart
 
-FAMILIES = ("llava", "llava-qwen2", "gemma3")
+FAMILIES = ("llava", "llava-qwen2", "gemma3", "qwen2_5_vl")
 
 
 def image(seed: int, h: int = 48, w: int = 64) -> np.ndarray:
@@ -47,7 +47,12 @@ class HFReference:
         import transformers as T
 
         self.model = T.AutoModelForImageTextToText.from_pretrained(path).eval()
-        self.processor = T.AutoProcessor.from_pretrained(path)
+        try:
+            self.processor = T.AutoProcessor.from_pretrained(path)
+        except OSError:  # Qwen2.5-VL without torchvision: its video processor cannot load
+            from framelens.plugins.vlm.local.qwen import load_processor
+
+            self.processor = load_processor(path, self.model.config.architectures or [])
 
     def inputs(self, batch: Sequence[Sequence[ChatMessage]]) -> Any:
         from PIL import Image

@@ -1,4 +1,4 @@
-"""framelens's own text decoder: Llama/Mistral/Qwen2 and Gemma 3, over the engine's KV pool.
+"""framelens's own text decoder: Llama/Mistral/Qwen2, Gemma 3 and Qwen2.5-VL, over the engine's KV pool.
 
 One module runs both shapes of step. *Prefill*: ``[B, S]`` new tokens per row
 at their own positions, written into the KV pool at those positions and
@@ -11,7 +11,10 @@ Gemma 3's differences are switches: the ``sqrt(hidden)`` embedding scale,
 ``(1 + w)`` RMSNorm computed in float32, q/k norms, sandwich norms around
 attention and MLP, GELU-tanh, ``query_pre_attn_scalar`` scaling, per-layer
 RoPE bases and sliding-window layers. The mask (built by the engine) carries
-the bidirectional image blocks.
+the bidirectional image blocks. Qwen2.5-VL's is mRoPE: each frequency band
+(``mrope_section``) rotates by one of three position axes (temporal, height,
+width), which the caller passes as ``rope_positions [3, B, S]`` apart from the
+KV write index, since after an image the two differ.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class DecoderSpec:
     tied: bool
     final_softcap: float | None
     max_positions: int
+    mrope: tuple[int, ...] | None = None  # Qwen2.5-VL: frequency bands per position axis (t, h, w)
 
     @staticmethod
     def from_config(text: dict[str, Any], *, tied: bool) -> DecoderSpec:
@@ -72,6 +76,16 @@ class DecoderSpec:
         sliding = tuple(int(window) if t == "sliding_attention" and window else None for t in types)
         rope, scale = [], []
         params = text.get("rope_parameters") or {}
+        mrope: tuple[int, ...] | None = None
+        if mt.startswith("qwen2_5_vl"):
+            # older configs call it rope_scaling {"type": "mrope", ...}; the frequencies are the default ones
+            params = dict(params or text.get("rope_scaling") or {})
+            section = params.get("mrope_section")
+            if not section or sum(int(x) for x in section) != head_dim // 2:
+                raise ConfigError(f"text decoder {mt}: mrope_section {section} must add up to head_dim/2 "
+                                  f"= {head_dim // 2}")
+            mrope = tuple(int(x) for x in section)
+            params = {"rope_type": "default", "rope_theta": params.get("rope_theta", text.get("rope_theta", 1e6))}
         for t in types:
             p = params.get(t, params) if style == "gemma3" else params
             inv, s = _rope(text, p or {}, head_dim, t if style == "gemma3" else None)
@@ -82,15 +96,17 @@ class DecoderSpec:
         act = str(text.get("hidden_activation") or text.get("hidden_act") or "silu")
         if act not in ("silu", "gelu_pytorch_tanh", "gelu"):
             raise ConfigError(f"text decoder {mt}: activation {act!r} is not supported")
-        bias = bool(text.get("attention_bias", mt == "qwen2"))
+        qwen = mt == "qwen2" or mt.startswith("qwen2_5_vl")
+        bias = bool(text.get("attention_bias", qwen))
         return DecoderSpec(
             style=style, vocab=int(text["vocab_size"]), hidden=hidden, layers=layers, heads=heads,
             kv_heads=int(text.get("num_key_value_heads") or heads), head_dim=head_dim,
             intermediate=int(text["intermediate_size"]), eps=float(text.get("rms_norm_eps", 1e-6)),
-            qkv_bias=bias or mt == "qwen2", o_bias=bias and mt != "qwen2", mlp_bias=bool(text.get("mlp_bias", False)),
+            qkv_bias=bias or qwen, o_bias=bias and not qwen, mlp_bias=bool(text.get("mlp_bias", False)),
             act=act, scaling=scaling, rope=tuple(rope), rope_scale=tuple(scale), sliding=sliding, tied=tied,
             final_softcap=text.get("final_logit_softcapping"), max_positions=int(text.get("max_position_embeddings",
                                                                                          4096)),
+            mrope=mrope,
         )
 
     def kv_bytes_per_token(self, dtype: torch.dtype) -> int:
@@ -275,15 +291,23 @@ class Decoder(nn.Module):
         return e
 
     def forward(self, embeds: torch.Tensor, positions: torch.Tensor, pool: KVPool, rows: torch.Tensor,
-                read: torch.Tensor, window: int, masks: list[torch.Tensor], last: torch.Tensor) -> torch.Tensor:
+                read: torch.Tensor, window: int, masks: list[torch.Tensor], last: torch.Tensor,
+                rope_positions: torch.Tensor | None = None) -> torch.Tensor:
         """Run ``embeds [B,S,H]`` at ``positions [B,S]`` and return the logits at ``last [B]`` (indices into S).
 
         ``rows [B,S]`` is the KV slot each token writes to, ``read [B]`` the slot each
         row attends over (its first ``window`` positions), ``masks[i]`` the
-        ``[B,1,S,window]`` boolean mask for layer ``i``.
+        ``[B,1,S,window]`` boolean mask for layer ``i``. ``rope_positions [3,B,S]`` (mRoPE models only)
+        are the rotary positions; without them the rotation uses ``positions``.
         """
         x = embeds
         pos = positions.float()[..., None]
+        axis: torch.Tensor | None = None
+        pos3 = pos
+        if self.spec.mrope is not None and rope_positions is not None:
+            bands = [torch.full((n,), a % 3, dtype=torch.long) for a, n in enumerate(self.spec.mrope)]
+            axis = torch.cat(bands).to(x.device)
+            pos3 = rope_positions.permute(1, 2, 0).float()  # [B, S, 3]
         trig: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         for i, layer in enumerate(self.layers):
             key = self.spec.rope[i]
@@ -291,7 +315,8 @@ class Decoder(nn.Module):
                 inv = self._inv.get((key, x.device))
                 if inv is None:
                     inv = self._inv[(key, x.device)] = torch.tensor(key, device=x.device, dtype=torch.float32)
-                f = pos * inv
+                # mRoPE: frequency j turns with the position on axis[j]
+                f = pos3[..., axis] * inv if axis is not None else pos * inv
                 emb = torch.cat((f, f), dim=-1)[:, None]
                 sc = self.spec.rope_scale[i]
                 trig[key] = ((emb.cos() * sc).to(x.dtype), (emb.sin() * sc).to(x.dtype))

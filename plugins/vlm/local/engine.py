@@ -42,6 +42,11 @@ __all__ = ["ChoiceJob", "Engine", "EngineAPI", "Job", "RequestReplaced"]
 
 log = logging.getLogger("framelens.local")
 
+def _rope_arg(rope: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    # only mRoPE models get the argument: the ONNX and TensorRT decoders (Llava) do not take it
+    return {} if rope is None else {"rope_positions": rope}
+
+
 def _bucket(n: int, limit: int) -> int:
     b = 1
     while b < n:
@@ -159,16 +164,20 @@ class Engine:
     def _image_features(self, prompts: Sequence[tuple[Prompt, int]]) -> dict[str, torch.Tensor]:
         """Features of every image after each prompt's start, encoding those not cached in one call."""
         need: dict[str, torch.Tensor] = {}
+        grid_of: dict[str, tuple[int, int, int] | None] = {}
         for prompt, start in prompts:
-            for span, px in zip(prompt.spans, prompt.pixels, strict=True):
+            for k, (span, px) in enumerate(zip(prompt.spans, prompt.pixels, strict=True)):
                 if span.end > start and span.digest not in self.features:
                     need[span.digest] = px
+                    grid_of[span.digest] = prompt.grids[k] if prompt.grids else None
         if need:
-            by_shape: dict[tuple[int, ...], list[str]] = {}
+            # images of one shape (Qwen2.5-VL: one patch grid) are encoded together
+            by_shape: dict[tuple[tuple[int, ...], tuple[int, int, int] | None], list[str]] = {}
             for d, px in need.items():
-                by_shape.setdefault(tuple(px.shape), []).append(d)
-            for digests in by_shape.values():
-                feats = self.model.vision(torch.stack([need[d] for d in digests]))
+                by_shape.setdefault((tuple(px.shape), grid_of[d]), []).append(d)
+            for (_, grid), digests in by_shape.items():
+                stacked = torch.stack([need[d] for d in digests])
+                feats = self.model.vision(stacked, grid) if grid is not None else self.model.vision(stacked)
                 self.stats["vision_images"] += len(digests)
                 for d, f in zip(digests, feats, strict=True):
                     self.features[d] = f
@@ -233,6 +242,7 @@ class Engine:
         qblock = torch.full((b, s), -1, dtype=torch.long)
         kblock = torch.full((b, window), -1, dtype=torch.long)
         last = torch.zeros(b, dtype=torch.long)
+        rope = torch.zeros((3, b, s), dtype=torch.long) if self.model.mrope else None
         image_rows: list[tuple[int, int, int, torch.Tensor]] = []
         for i, (prompt, slot, start, end) in enumerate(rows):
             n = end - start
@@ -240,6 +250,10 @@ class Engine:
             is_img = chunk == self.model.image_token
             ids[i, :n] = torch.where(is_img, 0, chunk)
             positions[i, :n] = torch.arange(start, end)
+            if rope is not None:
+                # mRoPE: the rotary position differs from the KV index once an image came before
+                rope[:, i, :n] = (torch.tensor(prompt.rope, dtype=torch.long)[:, start:end] if prompt.rope
+                                  else torch.arange(start, end))
             slots[i, :n] = slot
             valid[i, :n] = True
             last[i] = n - 1
@@ -259,8 +273,9 @@ class Engine:
         read = torch.tensor([slot for _, slot, _, _ in rows], device=dev)
         self.stats["prefill_calls"] += 1
         self.stats["prefill_tokens"] += int(sum(e - st for _, _, st, e in rows))
+        extra = _rope_arg(None if rope is None else rope.to(dev))
         logits: torch.Tensor = self.model.decoder(embeds, positions, self.pool, slots.to(dev), read, window,
-                                                  masks, last.to(dev))
+                                                  masks, last.to(dev), **extra)
         return logits
 
     def _decode(self) -> None:
@@ -280,8 +295,12 @@ class Engine:
         valid = torch.ones((b, 1), dtype=torch.bool, device=dev)
         masks = self._masks(positions, valid, window)
         embeds = self.model.decoder.embed(torch.tensor(tokens, device=dev)[:, None])
+        rope = None
+        if self.model.mrope:
+            deltas = [j.prompt.rope_delta for j in jobs] + [0] * (b - n)
+            rope = (positions + torch.tensor(deltas, device=dev)[:, None])[None].expand(3, -1, -1)
         logits = self.model.decoder(embeds, positions, self.pool, slots[:, None], slots, window, masks,
-                                    torch.zeros(b, dtype=torch.long, device=dev))[:n]
+                                    torch.zeros(b, dtype=torch.long, device=dev), **_rope_arg(rope))[:n]
         self.stats["decode_steps"] += 1
         self.stats["max_batch"] = max(self.stats["max_batch"], n)
         for j in jobs:

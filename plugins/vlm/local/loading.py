@@ -28,6 +28,7 @@ log = logging.getLogger("framelens.local")
 SUPPORTED_ARCHITECTURES = {
     "LlavaForConditionalGeneration": "llava",
     "Gemma3ForConditionalGeneration": "gemma3",
+    "Qwen2_5_VLForConditionalGeneration": "qwen2_5_vl",
 }
 # text decoders a Llava checkpoint may carry
 LLAVA_TEXT_TYPES = ("llama", "mistral", "qwen2")
@@ -49,7 +50,11 @@ class ModelFiles:
 
     @property
     def text_config(self) -> dict[str, Any]:
-        return dict(self.config.get("text_config") or {})
+        text = self.config.get("text_config")
+        if not text and self.family == "qwen2_5_vl":
+            # older Qwen2.5-VL checkpoints keep the decoder settings at the top level
+            return {**self.config, "model_type": "qwen2_5_vl_text"}
+        return dict(text or {})
 
     @property
     def text_type(self) -> str:
@@ -132,7 +137,7 @@ def check_model_dir(path: Path, *, name: str | None = None) -> ModelFiles:
     if family is None:
         raise ConfigError(f"local-model={label}: architecture {', '.join(archs) or '(none in config.json)'} is not "
                           f"supported by the local engine; supported: {', '.join(SUPPORTED_ARCHITECTURES)} "
-                          f"(Llava with a {'/'.join(LLAVA_TEXT_TYPES)} decoder, Gemma 3 4B and up)")
+                          f"(Llava with a {'/'.join(LLAVA_TEXT_TYPES)} decoder, Gemma 3 4B and up, Qwen2.5-VL)")
     if family == "llava":
         text_type = (config.get("text_config") or {}).get("model_type", "llama")
         if text_type not in LLAVA_TEXT_TYPES:
@@ -178,7 +183,10 @@ def _normalise(name: str) -> str:
     for old, new in (("model.language_model.", "lm."), ("language_model.model.", "lm."),
                      ("language_model.lm_head.", "lm_head."), ("model.vision_tower.", "vision."),
                      ("vision_tower.", "vision."), ("model.multi_modal_projector.", "proj."),
-                     ("multi_modal_projector.", "proj.")):
+                     ("multi_modal_projector.", "proj."), ("model.visual.", "vision."), ("visual.", "vision."),
+                     # Qwen2.5-VL's saved layout keeps its decoder directly under model.
+                     ("model.layers.", "lm.layers."), ("model.embed_tokens.", "lm.embed_tokens."),
+                     ("model.norm.", "lm.norm.")):
         if name.startswith(old):
             return new + name[len(old):]
     return name

@@ -4,7 +4,9 @@
 the model's own chat template and image processor (transformers
 ``AutoProcessor`` from the model's files), so token ids and pixels are exactly
 what the Hugging Face model would see. Each image's placeholder run is
-recorded with a content hash, which is what the prefix cache keys on.
+recorded with a content hash, which is what the prefix cache keys on. For
+Qwen2.5-VL the prompt also carries each image's patch grid and the mRoPE
+positions (see :mod:`.qwen`), and the processor resizes to a fixed pixel budget.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from framelens import BackendError, ChatMessage, ConfigError, ImagePart, TextPar
 
 from .decoder import Decoder, DecoderSpec
 from .loading import ModelFiles, read_weights
+from .qwen import load_processor, rope_index, set_pixel_budget
 from .vision import VisionEncoder
 
 __all__ = ["ImageSpan", "LoadedModel", "Prompt", "pick_device"]
@@ -41,11 +44,19 @@ class ImageSpan:
 
 @dataclass
 class Prompt:
-    """Token ids, the pixels of each image (``[3, H, W]`` each) and where each image goes."""
+    """Token ids, the pixels of each image (``[3, H, W]`` each) and where each image goes.
+
+    Qwen2.5-VL: ``pixels`` are each image's flattened patches ``[patches, C*T*P*P]``, ``grids`` their
+    ``(t, h, w)`` patch grids, ``rope`` the ``[3][len(ids)]`` mRoPE positions and ``rope_delta`` what a
+    decode step adds to its KV index to get its rotary position.
+    """
 
     ids: list[int]
     pixels: list[torch.Tensor] = field(default_factory=list)
     spans: list[ImageSpan] = field(default_factory=list)
+    grids: list[tuple[int, int, int]] = field(default_factory=list)
+    rope: list[list[int]] | None = None
+    rope_delta: int = 0
 
     def boundaries(self) -> list[int]:
         """Prefix lengths that may be cached: the end of each image (never partway through one)."""
@@ -94,17 +105,24 @@ def _eos_ids(files: ModelFiles, tokenizer: Any) -> frozenset[int]:
 class LoadedModel:
     """A checkpoint on the device: see the module docstring. Construction loads everything or raises."""
 
-    def __init__(self, files: ModelFiles, device: torch.device, dtype: torch.dtype, *, max_images: int = 4) -> None:
-        import transformers
-
-        hf: Any = transformers
+    def __init__(self, files: ModelFiles, device: torch.device, dtype: torch.dtype, *, max_images: int = 4,
+                 max_pixels: int = 0) -> None:
         self.files, self.device, self.dtype, self.max_images = files, device, dtype, max_images
         tied = bool(files.config.get("tie_word_embeddings", files.text_config.get("tie_word_embeddings", False)))
         self.spec = DecoderSpec.from_config(files.text_config, tied=tied)
         try:
-            self.processor: Any = hf.AutoProcessor.from_pretrained(files.path)
-        except (OSError, ValueError, TypeError, KeyError) as exc:
+            self.processor: Any = load_processor(files.path, files.config.get("architectures") or [])
+        except (OSError, ValueError, TypeError, KeyError, ImportError) as exc:
             raise ConfigError(f"local-model={files.name}: its processor/tokenizer files do not load: {exc}") from None
+        self.mrope = self.spec.mrope is not None
+        self.max_pixels = 0
+        self.merge = 1
+        if self.mrope:
+            try:
+                self.max_pixels = set_pixel_budget(self.processor, max_pixels)
+            except (ValueError, KeyError, AttributeError) as exc:
+                raise ConfigError(f"local-max-pixels={max_pixels}: {exc}") from None
+            self.merge = int(files.config.get("vision_config", {}).get("spatial_merge_size", 2))
         self.tokenizer = self.processor.tokenizer
         key = "image_token_index" if "image_token_index" in files.config else "image_token_id"
         self.image_token = int(files.config[key])
@@ -188,11 +206,24 @@ class LoadedModel:
         if len(spans) != len(images):
             raise BackendError(f"the prompt has {len(spans)} image placeholders for {len(images)} images",
                                kind="bad_request", status=400, param="messages")
-        pixels = list(inputs["pixel_values"]) if images else []
+        grids: list[tuple[int, int, int]] = []
+        if self.mrope and images:
+            grids = [(int(t), int(h), int(w)) for t, h, w in inputs["image_grid_thw"].tolist()]
+            pixels = list(torch.split(inputs["pixel_values"], [t * h * w for t, h, w in grids]))
+        else:
+            pixels = list(inputs["pixel_values"]) if images else []
+        rope: list[list[int]] | None = None
+        delta = 0
+        if self.mrope:
+            try:
+                rope, delta = rope_index(ids, self.image_token, grids, self.merge)
+            except ValueError as exc:
+                raise BackendError(f"the model's processor gave inconsistent image tokens: {exc}",
+                                   kind="bad_request", status=400, param="messages") from None
         spans = [ImageSpan(s.start, s.end, hashlib.sha256(np.ascontiguousarray(img).tobytes()
                                                           + str(img.shape).encode()).hexdigest())
                  for s, img in zip(spans, images, strict=True)]
-        return Prompt(ids, pixels, spans)
+        return Prompt(ids, pixels, spans, grids, rope, delta)
 
     def token_type_ids(self, ids: Sequence[int]) -> list[int]:
         return [1 if t == self.image_token else 0 for t in ids]

@@ -32,6 +32,9 @@ class LocalOptions(Options):
     prefix_cache: int = Field(4, ge=0, description="Prompt prefixes (system prompt + images) whose KV is kept "
                               "for reuse, least recently used dropped first (0 = off)")
     max_images: int = Field(4, ge=1, description="Most images one request may carry")
+    max_pixels: int = Field(448 * 448, ge=0, description="Qwen2.5-VL: pixels each image is resized to (min = "
+                            "max, aspect kept), so every frame of a stream yields the same number of image "
+                            "tokens (448x448 = 256 tokens); 0 = the checkpoint's own max_pixels")
     max_tokens: int = Field(256, ge=1, description="Answer length when a request sets none")
     timeout: float = Field(120.0, gt=0, description="Seconds one request may take, queueing included")
     onnx_dir: str | None = Field(None, description="Folder of `framelens engine export` graphs for runtime=onnx "

@@ -55,7 +55,7 @@ def load_engine(options: LocalOptions) -> EngineAPI:
     if runtime == "onnx" and device.type != "cpu":
         log.warning("local-runtime=onnx runs on the CPU (onnxruntime's CPU provider)")
     try:
-        model = LoadedModel(files, device, dtype, max_images=options.max_images)
+        model = LoadedModel(files, device, dtype, max_images=options.max_images, max_pixels=options.max_pixels)
         if runtime == "onnx":
             from .onnx_runner import attach_onnx
 

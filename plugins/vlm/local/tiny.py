@@ -14,7 +14,7 @@ from typing import Any
 
 __all__ = ["TINY_FAMILIES", "build_tiny_model"]
 
-TINY_FAMILIES = ("llava", "llava-qwen2", "gemma3")
+TINY_FAMILIES = ("llava", "llava-qwen2", "gemma3", "qwen2_5_vl")
 
 _CORPUS = [
     "a person walks past the red car in the parking lot at night",
@@ -52,6 +52,40 @@ def _tokenizer(specials: list[str], **extra: Any) -> Any:
     tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", special_tokens=[(bos, tok.token_to_id(bos))])
     return fast(tokenizer_object=tok, bos_token=bos, eos_token=eos, pad_token=pad, unk_token=unk,
                                    additional_special_tokens=names[4:], **extra)
+
+
+def _qwen2_5_vl(hidden: int, layers: int) -> tuple[Any, Any, Any]:
+    import transformers
+
+    from .qwen import _image_only
+
+    T: Any = transformers
+    tok = _tokenizer(["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"])
+    tok.chat_template = _TEMPLATE.replace("{{ IMAGE }}", "<|vision_start|><|image_pad|><|vision_end|>")
+    ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
+    # 14 px patches merged 2x2; one full-attention block and one windowed, as in the real tower
+    vision = {"depth": 2, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "patch_size": 14,
+              "spatial_merge_size": 2, "temporal_patch_size": 2, "window_size": 56, "out_hidden_size": hidden,
+              "fullatt_block_indexes": [1], "tokens_per_second": 2, "initializer_range": 0.1}
+    # head_dim 32: mrope_section adds up to 16, split over the temporal, height and width axes
+    text = {"vocab_size": len(tok), "hidden_size": hidden, "intermediate_size": hidden * 2 + 176,
+            "num_hidden_layers": layers, "num_attention_heads": 8, "num_key_value_heads": 2,
+            "max_position_embeddings": 1024, "initializer_range": 0.1,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [4, 6, 6], "rope_theta": 1e4}, **ids}
+    cfg = T.Qwen2_5_VLConfig(vision_config=vision, text_config=text, tie_word_embeddings=False,
+                             image_token_id=tok.convert_tokens_to_ids("<|image_pad|>"),
+                             video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+                             vision_start_token_id=tok.convert_tokens_to_ids("<|vision_start|>"),
+                             vision_end_token_id=tok.convert_tokens_to_ids("<|vision_end|>"), **ids)
+    model = T.Qwen2_5_VLForConditionalGeneration(cfg).eval()
+    from transformers.models.qwen2_5_vl.processing_qwen2_5_vl import Qwen2_5_VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    # 112x112 px: a 64x48 test frame becomes an 8x10 patch grid, 20 image tokens (h != w tests mRoPE's axes)
+    image = Qwen2VLImageProcessorPil(min_pixels=112 * 112, max_pixels=112 * 112, patch_size=14, merge_size=2,
+                                     temporal_patch_size=2)
+    proc = _image_only(Qwen2_5_VLProcessor)(image_processor=image, tokenizer=tok, chat_template=tok.chat_template)
+    return model, proc, tok
 
 
 def build_tiny_model(family: str, directory: str | Path, *, seed: int = 0, layers: int = 4,
@@ -117,6 +151,8 @@ def build_tiny_model(family: str, directory: str | Path, *, seed: int = 0, layer
             model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.1)
         proc = T.Gemma3Processor(image_processor=T.Gemma3ImageProcessor(size={"height": 32, "width": 32}),
                                  tokenizer=tok, image_seq_length=4, chat_template=tok.chat_template)
+    elif family == "qwen2_5_vl":
+        model, proc, tok = _qwen2_5_vl(hidden, layers)
     else:
         raise ValueError(f"unknown tiny family {family!r}; pick one of {', '.join(TINY_FAMILIES)}")
     model.generation_config.pad_token_id = tok.pad_token_id

@@ -4,7 +4,9 @@
 ``[images, tokens, hidden]`` that replace the image placeholder tokens, computed
 exactly as the transformers model computes them (Llava: a chosen hidden layer,
 CLS dropped for the ``default`` strategy, the MLP projector; Gemma 3: SigLIP's
-last layer, average-pooled to ``mm_tokens_per_image``, RMS-normed and projected).
+last layer, average-pooled to ``mm_tokens_per_image``, RMS-normed and projected;
+Qwen2.5-VL: the windowed ViT with its patch merger, over flattened patches and
+their ``(t, h, w)`` grid).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ __all__ = ["VisionEncoder"]
 
 
 class VisionEncoder(nn.Module):
-    """Vision tower + projector of a Llava or Gemma 3 checkpoint (see the module docstring)."""
+    """Vision tower + projector of a Llava, Gemma 3 or Qwen2.5-VL checkpoint (see the module docstring)."""
 
     def __init__(self, files: ModelFiles, device: torch.device, dtype: torch.dtype) -> None:
         super().__init__()
@@ -33,11 +35,19 @@ class VisionEncoder(nn.Module):
         self.family = files.family
         self.config = config
         with torch.device("meta"):
-            self.tower: nn.Module = hf.AutoModel.from_config(config.vision_config)
-            if files.family == "llava":
+            if files.family == "qwen2_5_vl":
+                from transformers.models.qwen2_5_vl import modeling_qwen2_5_vl
+
+                qwen: Any = modeling_qwen2_5_vl.Qwen2_5_VisionTransformerPretrainedModel
+                self.tower: nn.Module = qwen._from_config(config.vision_config)
+            else:
+                self.tower = hf.AutoModel.from_config(config.vision_config)
+            if files.family == "qwen2_5_vl":
+                self.projector: nn.Module = nn.Identity()  # the patch merger is part of the tower
+            elif files.family == "llava":
                 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
-                self.projector: nn.Module = LlavaMultiModalProjector(config)
+                self.projector = LlavaMultiModalProjector(config)
             else:
                 from transformers.models.gemma3.modeling_gemma3 import Gemma3MultiModalProjector
 
@@ -55,7 +65,11 @@ class VisionEncoder(nn.Module):
         for mod in self.modules():
             for name, buf in list(mod.named_buffers(recurse=False)):
                 if buf.is_meta:
-                    if "position_ids" in name:
+                    if "inv_freq" in name and hasattr(mod, "config"):
+                        # rotary tables are not in checkpoints: a fresh module on the CPU computes them
+                        fresh = type(mod)(mod.config)
+                        mod.register_buffer(name, getattr(fresh, name).to(device), persistent=False)
+                    elif "position_ids" in name:
                         mod.register_buffer(name, torch.arange(buf.shape[-1], device=device).expand(buf.shape),
                                             persistent=False)
                     else:
@@ -65,8 +79,17 @@ class VisionEncoder(nn.Module):
         self.eval()
         self.dtype, self.device = dtype, device
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, grid: tuple[int, int, int] | None = None) -> torch.Tensor:
+        """Features ``[images, tokens, hidden]`` of ``pixel_values`` (Qwen2.5-VL: ``[images, patches, D]``
+        patches of images that all have the patch ``grid``)."""
         pv = pixel_values.to(device=self.device, dtype=self.dtype)
+        if self.family == "qwen2_5_vl":
+            if grid is None:
+                raise ValueError("Qwen2.5-VL vision needs the image grid")
+            n = pv.shape[0]
+            thw = torch.tensor([grid] * n, dtype=torch.long, device=self.device)
+            merged: torch.Tensor = self.tower(pv.reshape(-1, pv.shape[-1]), grid_thw=thw).pooler_output
+            return merged.reshape(n, -1, merged.shape[-1])
         if self.family == "llava":
             layer = self.config.vision_feature_layer
             out = self.tower(pv, output_hidden_states=True, return_dict=True)
