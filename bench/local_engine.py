@@ -91,8 +91,11 @@ class HFSide:
         import transformers
 
         hf: Any = transformers
+        from framelens.plugins.vlm.local.qwen import load_processor
+
         model = hf.AutoModelForImageTextToText.from_pretrained(path, dtype=dtype).to(device)
-        return cls(model, hf.AutoProcessor.from_pretrained(path), device, text)
+        # load_processor: AutoProcessor, or Qwen2.5-VL's image-only processor where its video processor cannot load
+        return cls(model, load_processor(path, model.config.architectures or []), device, text)
 
     def batch(self, images: Sequence[np.ndarray], texts: Sequence[str]) -> Any:
         """Processor inputs of one user turn per row (a BGR image then text), left-padded, on the device."""

@@ -156,6 +156,7 @@ def test_model_errors(tiny_dirs: dict[str, Path], tmp_path: Path, monkeypatch: p
     msg = fail(str(arch))
     assert "MllamaForConditionalGeneration is not supported" in msg
     assert "LlavaForConditionalGeneration" in msg and "Gemma3ForConditionalGeneration" in msg
+    assert "Qwen2_5_VLForConditionalGeneration" in msg
 
     no_cfg = _copy(tiny_dirs["llava"], tmp_path / "no-config")
     (no_cfg / "config.json").unlink()

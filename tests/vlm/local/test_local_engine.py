@@ -99,7 +99,7 @@ def test_newer_request_replaces_a_waiting_one(tiny_dirs: dict[str, Path]) -> Non
 
 def test_prefix_reuse_gives_the_same_answer_and_skips_the_image(tiny_dirs: dict[str, Path],
                                                                 engines: dict[str, Any]) -> None:
-    for family in ("llava", "gemma3"):
+    for family in ("llava", "gemma3", "qwen2_5_vl"):  # Qwen: the tail's mRoPE positions after a cached image
         plain = engines[family]
         cached = make_engine(tiny_dirs[family], prefix_slots=2)
         try:
@@ -134,7 +134,7 @@ def test_prefix_never_matches_partway_through_an_image(tiny_dirs: dict[str, Path
         engine.close()
 
 
-@pytest.mark.parametrize("family", ["llava", "gemma3"])
+@pytest.mark.parametrize("family", ["llava", "gemma3", "qwen2_5_vl"])
 def test_choices_agree_with_full_forward_logits(family: str, engines: dict[str, Any],
                                                 references: dict[str, Any]) -> None:
     engine, ref = engines[family], references[family]
