@@ -95,7 +95,10 @@ def measure_engine(engine: EngineAPI, *, tokens: int = 64, batch: int = 8, repea
         _sync(model.device)
         t0 = time.perf_counter()
         with torch.no_grad():
-            model.vision(px)
+            if one[0].grids:  # Qwen2.5-VL: the patches need their grid
+                model.vision(px, one[0].grids[0])
+            else:
+                model.vision(px)
         _sync(model.device)
         vision.append(time.perf_counter() - t0)
     captions = []

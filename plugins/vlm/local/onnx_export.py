@@ -115,8 +115,10 @@ def export_onnx(model: str, out: Path, *, progress: Callable[[str], None] | None
     say = progress or (lambda msg: log.info("%s", msg))
     files = resolve_model(model)
     if files.family != "llava":
-        raise ConfigError(f"engine export: {files.family} models cannot be exported to ONNX yet (Gemma 3 needs a "
-                          "4-D attention mask for its image blocks); use local-runtime=torch")
+        why = ("its vision graph would fix one image grid, and the decoder needs 3-D mRoPE positions"
+               if files.family == "qwen2_5_vl" else "Gemma 3 needs a 4-D attention mask for its image blocks")
+        raise ConfigError(f"engine export: {files.family} models cannot be exported to ONNX yet ({why}); "
+                          "use local-runtime=torch")
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     loaded = LoadedModel(files, torch.device("cpu"), torch.float32)

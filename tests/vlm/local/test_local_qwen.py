@@ -131,3 +131,11 @@ def test_older_flat_config_with_rope_scaling_mrope() -> None:
     bad = {**files.text_config, "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 8]}}
     with pytest.raises(ConfigError, match="mrope_section"):
         DecoderSpec.from_config(bad, tied=False)
+
+
+def test_onnx_export_is_refused_with_the_reason(tiny_dirs: dict[str, Path], tmp_path: Path) -> None:
+    from framelens.plugins.vlm.local.onnx_export import export_onnx
+
+    with pytest.raises(ConfigError, match="qwen2_5_vl models cannot be exported to ONNX yet .*mRoPE"):
+        export_onnx(str(tiny_dirs[FAMILY]), tmp_path / "q")
+    assert not (tmp_path / "q").exists()  # refused before writing anything
