@@ -139,3 +139,22 @@ def test_onnx_export_is_refused_with_the_reason(tiny_dirs: dict[str, Path], tmp_
     with pytest.raises(ConfigError, match="qwen2_5_vl models cannot be exported to ONNX yet .*mRoPE"):
         export_onnx(str(tiny_dirs[FAMILY]), tmp_path / "q")
     assert not (tmp_path / "q").exists()  # refused before writing anything
+
+
+def test_describer_on_qwen_from_the_cli_with_a_pixel_budget(tiny_dirs: dict[str, Path]) -> None:
+    import json
+
+    from helpers import run_cli
+
+    done = run_cli(["run", "-s", "testpattern", "--fps", "30", "--max-frames", "45", "-p", "local",
+                    "-c", f"local-model={tiny_dirs[FAMILY]}", "-c", "local-max-tokens=6", "-c", "local-interval=0",
+                    "-c", "local-max-pixels=50176", "-c", "local-max-context=256", "-o", "none", "--events", "-"],
+                   timeout=90)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    described = [e["payload"] for e in events if e.get("type") == "description" and not e["payload"].get("partial")]
+    assert len(described) >= 2, done.stderr
+    assert all(d["text"] for d in described)
+    prompt_tokens = {d["usage"]["prompt_tokens"] for d in described}
+    # every frame of the stream costs the same: 224x224 px at most 64 image tokens, plus the text
+    assert len(prompt_tokens) == 1 and 20 < prompt_tokens.pop() <= 64 + 40, described[0]["usage"]
