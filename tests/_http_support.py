@@ -143,3 +143,29 @@ def solid_png(width: int = 16, height: int = 16, color: tuple[int, int, int] = (
 
 def text_of(messages: Sequence[ChatMessage]) -> list[tuple[str, str]]:
     return [(m.role, " ".join(p.text for p in m.parts() if isinstance(p, TextPart))) for m in messages]
+
+
+@contextlib.contextmanager
+def image_server(body: bytes, content_type: str = "image/png") -> Iterator[str]:
+    """A plain HTTP server on 127.0.0.1 that answers every GET with ``body``; yields its base URL."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -10,17 +10,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-from _http_support import EchoBackend, Running, echo_service, running_service, solid_png
+from _http_support import EchoBackend, Running, echo_service, image_server, running_service, solid_png
 from fakes import FakeOllama, FakeOpenAI
 from helpers import ROOT, free_port
 
@@ -36,27 +34,10 @@ def recorded(name: str, **replace: str) -> dict[str, Any]:
     return body
 
 
-class _Image(BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def image_host() -> Iterator[str]:
-    _Image.body = solid_png(40, 30)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Image)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with image_server(solid_png(40, 30)) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,7 @@ import ollama
 import openai
 import pytest
 import requests
-from _http_support import Running, running_service, solid_png
+from _http_support import Running, image_server, running_service, solid_png
 from fakes import FakeOllama, FakeOpenAI, unused_url
 from helpers import make_video
 
@@ -70,27 +68,10 @@ def test_seed_base64_images(via_ollama: Running, fake_ollama: FakeOllama, seed: 
     assert sent["options"]["num_predict"] == SEEDS[seed]["max_tokens"]
 
 
-class _Files(BaseHTTPRequestHandler):
-    body = b""
-
-    def do_GET(self) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(self.body)))
-        self.end_headers()
-        self.wfile.write(self.body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def image_host() -> Iterator[str]:
-    _Files.body = solid_png(64, 40)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Files)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+    with image_server(solid_png(64, 40)) as url:
+        yield url
 
 
 @pytest.mark.parametrize("seed", ["000_image_url", "001_image_url"])
