@@ -41,3 +41,22 @@ def make_video(path: Path, *, frames: int = 30, size: tuple[int, int] = (320, 24
         writer.write(img)
     writer.release()
     return path
+
+
+def wait_ready(proc: subprocess.Popen[str], url: str, *, path: str = "/v1/health/ready", timeout: float = 30) -> None:
+    """Wait until a ``framelens serve`` subprocess answers 200 on ``url + path``; fail with its stderr if it exits."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(url + path, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server did not come up within {timeout:g} s")

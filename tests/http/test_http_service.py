@@ -16,7 +16,7 @@ import openai
 import pytest
 from _http_support import echo_service
 from fakes import FakeOllama
-from helpers import ROOT, free_port
+from helpers import ROOT, free_port, wait_ready
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -183,20 +183,6 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_ready(proc: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if httpx.get(url + "/v1/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not come up")
-
-
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
     try:
@@ -214,7 +200,7 @@ def test_framelens_serve_standalone(fake_ollama: FakeOllama) -> None:
     proc = _start(["serve", "--port", str(port), "--backend", "ollama", "-c", f"ollama-url={fake_ollama.url}",
                    "-c", "ollama-model=llava"])
     try:
-        _wait_ready(proc, f"http://127.0.0.1:{port}")
+        wait_ready(proc, f"http://127.0.0.1:{port}")
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="foo", max_retries=0)
         reply = client.chat.completions.create(model="llava", messages=[{"role": "user", "content": "Hello!"}])
         assert reply.choices[0].message.content == "Hello! How can I help you today?"
@@ -234,7 +220,7 @@ def test_http_service_beside_a_pipeline(fake_ollama: FakeOllama) -> None:
     proc = _start(["run", "-s", "testpattern", "-p", "http", "-c", f"http-port={port}", "-c", "http-backend=ollama",
                    "-c", f"ollama-url={fake_ollama.url}", "-c", "ollama-model=llava", "-o", "none"])
     try:
-        _wait_ready(proc, f"http://127.0.0.1:{port}")
+        wait_ready(proc, f"http://127.0.0.1:{port}")
         streams = httpx.get(f"http://127.0.0.1:{port}/v1/streams").json()["data"]
         assert [(s["id"], s["origin"]) for s in streams] == [("main", "cli")]
         assert httpx.delete(f"http://127.0.0.1:{port}/v1/streams/main").status_code == 409

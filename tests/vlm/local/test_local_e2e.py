@@ -8,13 +8,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from helpers import ROOT, free_port, run_cli
+from helpers import ROOT, free_port, run_cli, wait_ready
 from local_vlm_helpers import image
 
 from framelens import encode_jpeg
@@ -72,20 +71,6 @@ def test_alerts_on_the_local_backend(tiny_dirs: dict[str, Path]) -> None:
     assert all(a["state"] in ("on", "off") for a in alerts)
 
 
-def _wait_ready(proc: subprocess.Popen[str], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited {proc.returncode}: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if httpx.get(url + "/v1/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("server did not come up")
-
-
 @pytest.fixture(scope="module")
 def local_server(tiny_dirs: dict[str, Path]) -> object:
     port = free_port()
@@ -96,7 +81,7 @@ def local_server(tiny_dirs: dict[str, Path]) -> object:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_ready(proc, url)
+        wait_ready(proc, url, timeout=60)
         yield url
     finally:
         proc.send_signal(signal.SIGINT)
