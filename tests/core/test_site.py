@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -48,6 +49,16 @@ def fakecam() -> Iterator[FakeBackendPlugin]:
     plugin.made = made  # type: ignore[attr-defined]
     with plugin_registered(plugin, "site-test-fakecam"):
         yield plugin
+
+
+def run_for(site: Site, seconds: float) -> dict[str, Any]:
+    """Run ``site`` for ``seconds`` (stopped from a timer thread, as SIGINT would) and return its report."""
+    timer = threading.Timer(seconds, site.stop)
+    timer.start()
+    try:
+        return site.run()
+    finally:
+        timer.cancel()
 
 
 def _collect(pipeline: Pipeline, until: float, done: object) -> dict[str, list[Frame]]:
@@ -141,12 +152,7 @@ def test_a_camera_that_fails_or_is_slow_never_slows_the_others() -> None:
                             options={"testpattern-fps": 30})
         site = pipeline.build()
         assert isinstance(site, Site)
-        timer = threading.Timer(2.5, site.stop)
-        timer.start()
-        try:
-            report = site.run()
-        finally:
-            timer.cancel()
+        report = run_for(site, 2.5)
     good, slow, lost = (report["cameras"][c] for c in ("good", "slow", "lost"))
     assert good["fps"] >= 24, good      # the test pattern's 30 fps, less start-up
     assert 10 <= slow["fps"] <= 34, slow  # at most 1/30 ms
@@ -169,12 +175,7 @@ def test_fairness_one_slow_backend_shared_by_four_cameras() -> None:
         )
         site = pipeline.build()
         assert isinstance(site, Site)
-        timer = threading.Timer(4.0, site.stop)
-        timer.start()
-        try:
-            report = site.run()
-        finally:
-            timer.cancel()
+        report = run_for(site, 4.0)
         chats = len(ollama.requests_to("/api/chat"))
     counts = [report["cameras"][c]["processors"][f"{c}-ollama"]["described"] for c in ("c1", "c2", "c3", "c4")]
     # One request at a time, 80 ms each: about 12 a second shared by four cameras.
@@ -198,12 +199,7 @@ def test_ollama_alias_shares_unless_the_camera_sets_backend_options() -> None:
                             options={"ollama-url": one.url, "c-ollama-url": two.url})
         site = pipeline.build()
         assert isinstance(site, Site)
-        timer = threading.Timer(2.0, site.stop)
-        timer.start()
-        try:
-            site.run()
-        finally:
-            timer.cancel()
+        run_for(site, 2.0)
         assert site.runtime is not None and site.runtime.context is not None
         # a and b share the site's `ollama`; c set a URL of its own, so it has its own instance.
         assert sorted(site.runtime.context.backends()) == ["c-ollama", "ollama"]
@@ -363,12 +359,7 @@ cameras:
 """)
         site = Pipeline.from_file(path).build()
         assert isinstance(site, Site)
-        timer = threading.Timer(2.0, site.stop)
-        timer.start()
-        try:
-            site.run()
-        finally:
-            timer.cancel()
+        run_for(site, 2.0)
         asked = {r.json()["model"] for r in server.requests_to("/api/chat")}
     # The entry's url reaches the backend (nothing listens on the default localhost:11434), and
     # camera b's own model gives it its own instance.
