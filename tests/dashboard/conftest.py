@@ -85,11 +85,19 @@ class Service:
             if self.error is not None:
                 raise self.error
             try:
-                if httpx.get(self.base + "/health", timeout=1).status_code in (200, 503):
+                # The HTTP service answers before the source's capture is open and the CLI stream
+                # "main" is listed; tests that add streams of their own need it to be first.
+                if (httpx.get(self.base + "/health", timeout=1).status_code in (200, 503)
+                        and self._main_listed()):
                     return self
             except httpx.HTTPError:
-                time.sleep(0.1)
+                pass
+            time.sleep(0.1)
         raise TimeoutError("the service did not start")
+
+    def _main_listed(self) -> bool:
+        context = self.pipeline.runtime.context if self.pipeline.runtime is not None else None
+        return context is not None and any(s.id == "main" for s in context.streams.list())
 
     def stop(self) -> None:
         self.pipeline.stop()
