@@ -136,19 +136,30 @@ def _rope(text: dict[str, Any], p: dict[str, Any], dim: int, layer_type: str | N
 
 
 class RMSNorm(nn.Module):
-    """Llama's RMSNorm (``w * x``), or Gemma's (``(1 + w) * x`` in float32)."""
+    """Llama's RMSNorm (``w * x``), or Gemma's (``(1 + w) * x`` in float32).
+
+    One fused ``rms_norm`` over the float32 input instead of the half-dozen
+    elementwise kernels of the textbook formula: a decode step runs six of these
+    per Gemma layer, and at batch 1 their launches, not their bytes, cost time.
+    """
 
     def __init__(self, dim: int, eps: float, gemma: bool) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(dim))
         self.eps, self.gemma = eps, gemma
+        self.gemma_weight: torch.Tensor | None = None
+
+    def prepare(self) -> None:
+        """Precompute Gemma's ``1 + w`` in float32 once the weights are loaded."""
+        if self.gemma:
+            self.gemma_weight = 1.0 + self.weight.detach().float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        shape = (x.shape[-1],)
         if self.gemma:
-            return (h * (1.0 + self.weight.float())).type_as(x)
-        return self.weight * h.to(x.dtype)
+            w = self.gemma_weight if self.gemma_weight is not None else 1.0 + self.weight.float()
+            return F.rms_norm(x.float(), shape, w, self.eps).type_as(x)
+        return self.weight * F.rms_norm(x.float(), shape, None, self.eps).to(x.dtype)
 
 
 class KVPool:
@@ -175,6 +186,22 @@ class KVPool:
         return 2 * self.k.numel() * self.k.element_size()
 
 
+def _fuse(module: nn.Module, name: str, parts: tuple[nn.Linear, ...]) -> None:
+    # the parameters become views of the stacked matrix: the weights stay in memory once, and state_dict()
+    # still has the Hugging Face names
+    weight = torch.cat([p.weight.detach() for p in parts])
+    bias = torch.cat([p.bias.detach() for p in parts]) if parts[0].bias is not None else None
+    at = 0
+    for p in parts:
+        n = p.weight.shape[0]
+        p.weight = nn.Parameter(weight[at:at + n], requires_grad=False)
+        if bias is not None:
+            p.bias = nn.Parameter(bias[at:at + n], requires_grad=False)
+        at += n
+    setattr(module, f"{name}_weight", weight)
+    setattr(module, f"{name}_bias", bias)
+
+
 def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     a, b = x.chunk(2, dim=-1)
     return torch.cat((-b, a), dim=-1)
@@ -192,14 +219,27 @@ class _Attention(nn.Module):
         if spec.style == "gemma3":
             self.q_norm = RMSNorm(hd, spec.eps, True)
             self.k_norm = RMSNorm(hd, spec.eps, True)
+        # set by fuse(); plain attributes, not buffers: state_dict() keeps the Hugging Face layout
+        self.qkv_weight: torch.Tensor | None = None
+        self.qkv_bias: torch.Tensor | None = None
+
+    def fuse(self) -> None:
+        """Stack the q, k and v weights into one matrix (the three parameters become views of it), so a step
+        runs one projection instead of three."""
+        _fuse(self, "qkv", (self.q_proj, self.k_proj, self.v_proj))
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, pool: KVPool, rows: torch.Tensor,
                 write: torch.Tensor, read: torch.Tensor, window: int, mask: torch.Tensor) -> torch.Tensor:
         b, s, _ = x.shape
         hd = self.spec.head_dim
-        q = self.q_proj(x).view(b, s, -1, hd).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, -1, hd).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, -1, hd).transpose(1, 2)
+        if self.qkv_weight is not None:
+            nq, nk = self.spec.heads * hd, self.spec.kv_heads * hd
+            fq, fk, fv = torch.split(F.linear(x, self.qkv_weight, self.qkv_bias), [nq, nk, nk], dim=-1)
+        else:
+            fq, fk, fv = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        q = fq.view(b, s, -1, hd).transpose(1, 2)
+        k = fk.view(b, s, -1, hd).transpose(1, 2)
+        v = fv.view(b, s, -1, hd).transpose(1, 2)
         if self.spec.style == "gemma3":
             q, k = self.q_norm(q), self.k_norm(k)
         q = q * cos + _rotate_half(q) * sin
@@ -226,11 +266,20 @@ class _MLP(nn.Module):
         self.down_proj = nn.Linear(spec.intermediate, spec.hidden, bias=spec.mlp_bias)
         self.tanh = spec.act == "gelu_pytorch_tanh"
         self.silu = spec.act == "silu"
+        self.gate_up_weight: torch.Tensor | None = None
+        self.gate_up_bias: torch.Tensor | None = None
+
+    def fuse(self) -> None:
+        """One matrix for the gate and up projections (see :meth:`_Attention.fuse`)."""
+        _fuse(self, "gate_up", (self.gate_proj, self.up_proj))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        g = self.gate_proj(x)
+        if self.gate_up_weight is not None:
+            g, up = F.linear(x, self.gate_up_weight, self.gate_up_bias).chunk(2, dim=-1)
+        else:
+            g, up = self.gate_proj(x), self.up_proj(x)
         g = F.silu(g) if self.silu else F.gelu(g, approximate="tanh" if self.tanh else "none")
-        out: torch.Tensor = self.down_proj(g * self.up_proj(x))
+        out: torch.Tensor = self.down_proj(g * up)
         return out
 
 
@@ -272,6 +321,7 @@ class Decoder(nn.Module):
         self.lm_head = nn.Linear(spec.hidden, spec.vocab, bias=False)
         self.embed_scale = math.sqrt(spec.hidden) if spec.style == "gemma3" else 1.0
         self._inv: dict[tuple[tuple[float, ...], torch.device], torch.Tensor] = {}
+        self._axis: dict[torch.device, torch.Tensor] = {}
 
     def load(self, weights: dict[str, torch.Tensor]) -> None:
         """Take the weights (names without the ``language_model.`` prefix); a missing one is a ConfigError."""
@@ -283,6 +333,11 @@ class Decoder(nn.Module):
             raise ConfigError(f"the checkpoint lacks decoder weights: {', '.join(missing[:5])}"
                               f"{' ...' if len(missing) > 5 else ''}")
         self.load_state_dict({k: weights[k] for k in expected}, strict=True, assign=True)
+        for module in self.modules():
+            if isinstance(module, (_Attention, _MLP)):
+                module.fuse()
+            elif isinstance(module, RMSNorm):
+                module.prepare()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         e: torch.Tensor = self.embed_tokens(ids)
@@ -305,8 +360,10 @@ class Decoder(nn.Module):
         axis: torch.Tensor | None = None
         pos3 = pos
         if self.spec.mrope is not None and rope_positions is not None:
-            bands = [torch.full((n,), a % 3, dtype=torch.long) for a, n in enumerate(self.spec.mrope)]
-            axis = torch.cat(bands).to(x.device)
+            axis = self._axis.get(x.device)
+            if axis is None:  # cached: a CUDA graph capture may not copy from the host
+                bands = [torch.full((n,), a % 3, dtype=torch.long) for a, n in enumerate(self.spec.mrope)]
+                axis = self._axis[x.device] = torch.cat(bands).to(x.device)
             pos3 = rope_positions.permute(1, 2, 0).float()  # [B, S, 3]
         trig: dict[tuple[float, ...], tuple[torch.Tensor, torch.Tensor]] = {}
         for i, layer in enumerate(self.layers):

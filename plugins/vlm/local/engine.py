@@ -33,6 +33,7 @@ import torch
 from framelens import BackendError, Usage, VLMTimings
 
 from .decoder import KVPool
+from .graphs import DecodeGraphs
 from .jobs import ChoiceJob, Job, RequestReplaced, Sink
 from .model import LoadedModel, Prompt
 from .prefix import PrefixCache, prefix_key
@@ -47,27 +48,22 @@ def _rope_arg(rope: torch.Tensor | None) -> dict[str, torch.Tensor]:
     return {} if rope is None else {"rope_positions": rope}
 
 
-def _bucket(n: int, limit: int) -> int:
-    b = 1
-    while b < n:
-        b *= 2
-    return min(b, limit)
-
-
 class Engine:
     """Runs one :class:`LoadedModel` (see the module docstring)."""
 
     def __init__(self, model: LoadedModel, *, slots: int, capacity: int, prefix_slots: int = 4,
-                 feature_cache: int = 16, fixed_shapes: bool | None = None) -> None:
+                 feature_cache: int = 16, fixed_shapes: bool | None = None, cuda_graphs: bool = True) -> None:
         self.model, self.spec = model, model.spec
         self.slots, self.capacity = slots, capacity
         self.pool = KVPool(self.spec, slots + prefix_slots, capacity, model.device, model.dtype)
         self.prefix = PrefixCache(range(slots, slots + prefix_slots))
         self.features: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.feature_cache = feature_cache
-        # CUDA: decode over the whole capacity at power-of-two batch sizes, so each bucket's step has one shape
-        # (what a CUDA graph needs). CPU: attend only over the positions in use, which is faster there.
+        # CUDA: decode at bucketed shapes, replayed as CUDA graphs (see .graphs). CPU: exact shapes, faster there.
         self.fixed_shapes = model.device.type == "cuda" if fixed_shapes is None else fixed_shapes
+        self.decode_graphs = DecodeGraphs(model.decoder, self.pool, self._masks, slots=slots, capacity=capacity,
+                                 mrope=model.mrope, device=model.device, fixed=self.fixed_shapes,
+                                 graphs=cuda_graphs)
         self.free = list(range(slots - 1, -1, -1))
         self.waiting: list[Job | ChoiceJob] = []
         self.running: list[Job] = []
@@ -280,29 +276,11 @@ class Engine:
 
     def _decode(self) -> None:
         jobs = list(self.running)
-        dev = self.model.device
-        n = len(jobs)
-        b = _bucket(n, self.slots) if self.fixed_shapes else n
-        tokens = [j.next_token for j in jobs] + [0] * (b - n)
-        pos = [j.pos for j in jobs] + [0] * (b - n)
-        slot = [j.slot for j in jobs] + [self.pool.scratch] * (b - n)
-        if self.fixed_shapes:
-            window = self.capacity
-        else:
-            window = min(self.capacity, (max(pos) // 64 + 1) * 64)
-        positions = torch.tensor(pos, device=dev)[:, None]
-        slots = torch.tensor(slot, device=dev)
-        valid = torch.ones((b, 1), dtype=torch.bool, device=dev)
-        masks = self._masks(positions, valid, window)
-        embeds = self.model.decoder.embed(torch.tensor(tokens, device=dev)[:, None])
-        rope = None
-        if self.model.mrope:
-            deltas = [j.prompt.rope_delta for j in jobs] + [0] * (b - n)
-            rope = (positions + torch.tensor(deltas, device=dev)[:, None])[None].expand(3, -1, -1)
-        logits = self.model.decoder(embeds, positions, self.pool, slots[:, None], slots, window, masks,
-                                    torch.zeros(b, dtype=torch.long, device=dev), **_rope_arg(rope))[:n]
+        deltas = [j.prompt.rope_delta for j in jobs] if self.model.mrope else None
+        logits = self.decode_graphs.step([j.next_token for j in jobs], [j.pos for j in jobs], [j.slot for j in jobs],
+                                deltas)
         self.stats["decode_steps"] += 1
-        self.stats["max_batch"] = max(self.stats["max_batch"], n)
+        self.stats["max_batch"] = max(self.stats["max_batch"], len(jobs))
         for j in jobs:
             j.pos += 1
         self._emit(jobs, sample(logits, [j.sampling for j in jobs]).tolist(), logits)

@@ -35,6 +35,8 @@ class LocalOptions(Options):
     max_pixels: int = Field(448 * 448, ge=0, description="Qwen2.5-VL: pixels each image is resized to (min = "
                             "max, aspect kept), so every frame of a stream yields the same number of image "
                             "tokens (448x448 = 256 tokens); 0 = the checkpoint's own max_pixels")
+    cuda_graphs: bool = Field(True, description="On a GPU, replay the decode step as CUDA graphs (one per batch "
+                              "bucket and key window, captured on first use); false = launch its kernels eagerly")
     max_tokens: int = Field(256, ge=1, description="Answer length when a request sets none")
     timeout: float = Field(120.0, gt=0, description="Seconds one request may take, queueing included")
     onnx_dir: str | None = Field(None, description="Folder of `framelens engine export` graphs for runtime=onnx "

@@ -84,7 +84,8 @@ def load_engine(options: LocalOptions) -> EngineAPI:
                     fits, capacity, device.type)
         capacity = int(fits)
     try:
-        engine = EngineAPI(model, slots=slots, capacity=capacity, prefix_slots=options.prefix_cache)
+        engine = EngineAPI(model, slots=slots, capacity=capacity, prefix_slots=options.prefix_cache,
+                           cuda_graphs=options.cuda_graphs)
     except torch.OutOfMemoryError:
         del model
         gc.collect()
