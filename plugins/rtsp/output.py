@@ -19,7 +19,8 @@ from pydantic import model_validator
 from framelens import ConfigError, Context, Field, Frame, Options, Output, OutputError
 
 from .gst import EncoderSettings, check_elements, choose_encoder, load_gst, media_launch
-from .server import RtspServer
+from .mount import Mount
+from .server import RtspServer, close_mount, open_mount
 
 __all__ = ["DEFAULT_URL", "RtspOutput", "RtspOutputOptions", "RtspUrl", "letterbox", "parse_output_url"]
 
@@ -40,11 +41,12 @@ def _metrics(registry: CollectorRegistry) -> tuple[Gauge, Counter, Counter]:
     with _METRICS_LOCK:
         if registry not in _METRICS:
             _METRICS[registry] = (
-                Gauge("framelens_rtsp_clients", "RTSP connections open", ["port"], registry=registry),
+                Gauge("framelens_rtsp_clients", "RTSP connections watching the path", ["port", "path"],
+                      registry=registry),
                 Counter("framelens_rtsp_frames_sent", "Frames given to the RTSP encoder (repeats included)",
-                        ["port"], registry=registry),
+                        ["port", "path"], registry=registry),
                 Counter("framelens_rtsp_frames_skipped", "Frames not sent because the encoder was behind",
-                        ["port"], registry=registry),
+                        ["port", "path"], registry=registry),
             )
         return _METRICS[registry]
 
@@ -147,13 +149,20 @@ class RtspOutput(Output):
     the shared encoder, repeating it when nothing new came so players never time
     out (after ``stale-after`` seconds with a banner saying since when; a
     placeholder before the first frame). Nothing is encoded while no one watches.
+
+    Outputs of one process with the same host and port share one server, each on its
+    own path (see :mod:`~framelens.plugins.rtsp.server`). ``id`` names the output in
+    error messages.
     """
 
-    def __init__(self, url: RtspUrl, options: RtspOutputOptions, context: Context) -> None:
+    def __init__(self, url: RtspUrl, options: RtspOutputOptions, context: Context, id: str = "rtsp") -> None:
         self.url = url
         self.options = options
         self.context = context
+        self.id = id
+        self.owner = f"rtsp output {id} ({url})"
         self._server: RtspServer | None = None
+        self._mount: Mount | None = None
         self._cond = threading.Condition()
         self._latest: Frame | None = None
         self._latest_seq = 0
@@ -164,9 +173,10 @@ class RtspOutput(Output):
         self._feeder: threading.Thread | None = None
         self._cache_key: tuple[Any, ...] | None = None
         self._cache: bytes = b""
-        port = str(url.port)
+        labels = (str(url.port), url.path)
         clients, sent, skipped = _metrics(context.metrics)
-        self._m_clients, self._m_sent, self._m_skipped = clients.labels(port), sent.labels(port), skipped.labels(port)
+        self._m_clients, self._m_sent = clients.labels(*labels), sent.labels(*labels)
+        self._m_skipped = skipped.labels(*labels)
         self.sent = 0
         self.skipped = 0
 
@@ -190,13 +200,14 @@ class RtspOutput(Output):
         if key is None and not (self.url.host in ("localhost", "::1") or self.url.host.startswith("127.")):
             _warn_once(f"rtsp output: serving video on {self.url.host} to anyone who can reach it (no API key;"
                        " set -c rtsp-api-key or -c http-api-key)")
-        self._server = RtspServer(
-            gst, host=self.url.host, port=self.url.port, path=self.url.path, launch=launch,
-            framerate=settings.framerate, size_for_media=self._size_for_media, on_media=self._wake,
-            on_event=self._publish, credentials=(o.user, key) if key else None,
-        )
-        self._server.start()
-        self._feeder = threading.Thread(target=self._feed, name=f"rtsp-feed-{self.url.port}", daemon=True)
+        mount = Mount(gst, path=self.url.path, launch=launch, framerate=settings.framerate,
+                      size_for_media=self._size_for_media, on_media=self._wake, on_event=self._publish,
+                      owner=self.owner)
+        self._server = open_mount(gst, host=self.url.host, port=self.url.port,
+                                  credentials=(o.user, key) if key else None, mount=mount)
+        self._mount = mount
+        self._feeder = threading.Thread(target=self._feed, name=f"rtsp-feed-{self.url.port}{self.url.path}",
+                                        daemon=True)
         self._feeder.start()
         log.info("rtsp output: serving %s (%s, %g fps, %d kbit/s, key frame every %d frames)",
                  self.url, encoder, o.fps, o.bitrate, keyint)
@@ -212,20 +223,26 @@ class RtspOutput(Output):
             self._cond.notify_all()
 
     def close(self) -> None:
+        # The path goes first, while the feeder still runs: a viewer whose media is being
+        # prepared at this moment gets its first frame (or the teardown) instead of waiting
+        # for ever on a media nobody feeds.
+        server, mount = self._server, self._mount
+        self._server = self._mount = None
+        if server is not None and mount is not None:
+            close_mount(server, mount)
         self._stop.set()
         self._wake()
         if self._feeder is not None:
             self._feeder.join(5)
             self._feeder = None
-        if self._server is not None:
-            self._server.stop()
-            self._server = None
+        if mount is not None:
+            self._m_clients.set(0)
             self._publish("stopped", {"sent": self.sent, "skipped": self.skipped})
 
     @property
     def clients(self) -> int:
-        """RTSP connections currently open to this output."""
-        return self._server.clients if self._server is not None else 0
+        """RTSP connections currently watching this output's path."""
+        return self._mount.clients if self._mount is not None else 0
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -271,29 +288,29 @@ class RtspOutput(Output):
 
     def _feed(self) -> None:
         """Send frames to every prepared media as its :class:`Pacer` says (the frame rate)."""
-        assert self._server is not None
-        server = self._server
+        mount = self._mount
+        assert mount is not None
         failures = 0
         while not self._stop.is_set():
             with self._cond:
                 seq, spacing = self._latest_seq, self._spacing
                 self._media_waiting = False
             wake_in = 1.0 / self.options.fps
-            for m in server.medias():
+            for m in mount.medias():
                 try:
                     if m.placeholder and self._latest is not None:
                         # A viewer came before the first frame: switch to the frames' own size.
                         size, placeholder = self._size_for_media()
                         if not placeholder and size != m.size:
-                            server.resize(m, size)
-                    running = server.running_time(m)
+                            mount.resize(m, size)
+                    running = mount.running_time(m)
                     if running is None:
                         # The media is being prepared; it plays (and has a clock) within ms.
                         wake_in = min(wake_in, 0.005)
                         continue
                     plan = m.pacer.plan(running, seq, spacing)
                     if plan.n is not None:
-                        result = server.push(m, self._render(m.size), plan.pts)
+                        result = mount.push(m, self._render(m.size), plan.pts)
                         if result == "queued":
                             m.pacer.sent(plan, seq)
                             self.sent += 1
@@ -331,6 +348,26 @@ def _shared_api_key(own: str | None, context: Context) -> str | None:
     return str(value) if value else os.environ.get("FRAMELENS_API_KEY") or None
 
 
-def make_output(target: str, options: RtspOutputOptions, context: Context) -> RtspOutput:
+def _claim(url: RtspUrl, owner: str, credentials: tuple[str, str | None], context: Context) -> None:
+    """Check, while the run is built, that no other output of it has this path or other
+    credentials on this port (the process-wide server checks again at start)."""
+    claims: dict[tuple[str, int], dict[str, tuple[str, tuple[str, str | None]]]] = context.state(
+        "framelens.rtsp.claims", dict)
+    port = claims.setdefault((url.host, url.port), {})
+    if url.path in port:
+        raise ConfigError(f"{owner} and {port[url.path][0]} both serve {url}; give each its own path "
+                          "(e.g. rtsp://HOST:PORT/{camera})")
+    for other, theirs in port.values():
+        if theirs != credentials:
+            raise ConfigError(f"{owner}: rtsp-user / rtsp-api-key differ from those of {other} on the same port "
+                              f"{url.host}:{url.port}; one RTSP server has one user and key, so give these outputs "
+                              "the same ones or another port")
+    port[url.path] = (owner, credentials)
+
+
+def make_output(target: str, options: RtspOutputOptions, context: Context, id: str = "rtsp") -> RtspOutput:
     """Factory registered as the ``rtsp`` output."""
-    return RtspOutput(parse_output_url(target), options, context)
+    output = RtspOutput(parse_output_url(target), options, context, id)
+    key = _shared_api_key(options.api_key, context)
+    _claim(output.url, output.owner, (options.user, key) if key else ("", None), context)
+    return output

@@ -1,89 +1,58 @@
-"""One gst-rtsp-server mount, driven from Python on its own GLib main-loop thread."""
+"""gst-rtsp-servers shared by the outputs of a process: one per host:port, one mount per path.
+
+Several cameras publish on one port (``rtsp://HOST:8554/door``, ``rtsp://HOST:8554/garage``):
+each ``rtsp`` output opens a :class:`~framelens.plugins.rtsp.mount.Mount` with
+:func:`open_mount`, which starts the port's :class:`RtspServer` for the first one and adds
+the path to it for the others; :func:`close_mount` takes the path away again and stops the
+server (freeing the port) when its last path goes. Two outputs cannot share a path, and
+the outputs of one port must ask for the same credentials (one server has one auth).
+"""
 
 from __future__ import annotations
 
 import ctypes
 import logging
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
-from framelens import OutputError
+from framelens import ConfigError, OutputError
 
 from .gst import Gst
-from .pacing import Pacer
+from .mount import Mount
 
-__all__ = ["Media", "RtspServer"]
+__all__ = ["RtspServer", "close_mount", "open_mount"]
 
 log = logging.getLogger("framelens.rtsp")
 
-_SECOND = 1_000_000_000
-# Frames allowed to wait in an appsrc before new ones are skipped: enough to ride out
-# scheduling jitter, few enough that a slow encoder never builds up latency.
-_MAX_QUEUED_FRAMES = 3
-# Forced key frames are big: viewers that join within this many seconds share one.
-_KEY_FRAME_SPACING = 0.25
+Credentials = tuple[str, str] | None
 
 
 @dataclass(eq=False)
-class Media:
-    """One prepared pipeline (shared by all clients of the mount) and its frame clock."""
+class _Viewer:
+    """One RTSP connection and the path it asked for (``None`` until its DESCRIBE or SETUP)."""
 
-    media: Any
-    appsrc: Any
-    encoder: Any
-    size: tuple[int, int]
-    pacer: Pacer
-    placeholder: bool = False
-    pushed: int = 0
+    ip: str
+    mount: Mount | None = None
 
 
 class RtspServer:
-    """Serves ``launch`` at ``rtsp://host:port/path`` with gst-rtsp-server.
-
-    The media is shared: every client gets the output of one encoder. Each time
-    the media is (re)built for a first client, ``size_for_media()`` picks its
-    frame size and ``on_media()`` is called so the caller can push a frame as soon
-    as it plays (a live media is not prepared, and the viewer gets no answer,
-    until its first frame has gone through the encoder).
-    A client's PLAY forces a key frame so a late joiner starts decoding at once.
-    ``on_event(state, payload)`` hears about clients coming and going.
+    """One gst-rtsp-server listening on ``host:port``, on its own GLib main-loop thread.
 
     ``start()`` binds the port and raises :class:`OutputError` when it cannot
-    (gst-rtsp-server's own ``attach()`` only returns 0); ``stop()`` closes every
-    client connection, tears the media down and frees the port.
+    (gst-rtsp-server's own ``attach()`` only returns 0); :meth:`add` and :meth:`remove`
+    mount and unmount paths while it runs (removing one closes the connections that
+    watch it); ``stop()`` closes every connection, tears every media down and frees the
+    port. With ``credentials`` (user, password) every path wants them, by Basic or Digest.
     """
 
-    def __init__(
-        self,
-        gst: Gst,
-        *,
-        host: str,
-        port: int,
-        path: str,
-        launch: str,
-        framerate: Fraction,
-        size_for_media: Callable[[], tuple[tuple[int, int], bool]],
-        on_media: Callable[[], None],
-        on_event: Callable[[str, dict[str, Any]], None],
-        credentials: tuple[str, str] | None = None,
-    ) -> None:
+    def __init__(self, gst: Gst, *, host: str, port: int, credentials: Credentials = None) -> None:
         self._gst = gst
-        self._credentials = credentials
-        self.host, self.port, self.path = host, port, path
-        self._launch = launch
-        self._rate = framerate
-        self._size_for_media = size_for_media
-        self._on_media = on_media
-        self._on_event = on_event
+        self.host, self.port = host, port
+        self.credentials = credentials
         self._lock = threading.Lock()
-        self._medias: list[Media] = []
-        self._clients = 0
-        self._key_frame_pending = False
-        self._last_key_frame = 0.0
+        self._mounts: dict[str, Mount] = {}
+        self._viewers: dict[Any, _Viewer] = {}  # by gst-rtsp-server client object
         self._context: Any = None
         self._loop: Any = None
         self._server: Any = None
@@ -97,14 +66,9 @@ class RtspServer:
         server = RtspServer.RTSPServer()
         server.set_address(self.host)
         server.set_service(str(self.port))
-        factory = RtspServer.RTSPMediaFactory()
-        factory.set_launch(self._launch)
-        factory.set_shared(True)
-        factory.connect("media-configure", self._on_media_configure)
         server.connect("client-connected", self._on_client_connected)
-        if self._credentials is not None:
-            server.set_auth(self._auth(factory))
-        server.get_mount_points().add_factory(self.path, factory)
+        if self.credentials is not None:
+            server.set_auth(self._auth())
         try:
             # create_source binds and listens here, so a busy port fails now with the
             # real reason, unlike attach() which only returns 0.
@@ -118,22 +82,27 @@ class RtspServer:
         self._thread = threading.Thread(target=self._run, name=f"rtsp-{self.port}", daemon=True)
         self._thread.start()
 
-    def _auth(self, factory: Any) -> Any:
-        """gst-rtsp-server's auth for the one user: Basic and Digest, and the mount only for that role."""
+    def _auth(self) -> Any:
+        """gst-rtsp-server's auth for the one user: Basic and Digest, as the role every mount lets in."""
         R = self._gst.GstRtspServer
-        assert self._credentials is not None
-        user, password = self._credentials
+        assert self.credentials is not None
+        user, password = self.credentials
         token = R.RTSPToken()
         token.set_string(R.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
         auth = R.RTSPAuth()
         auth.add_basic(R.RTSPAuth.make_basic(user, password), token)
         auth.add_digest(user, password, token)
         _offer_basic_and_digest(auth)
+        return auth
+
+    def _permissions(self) -> Any:
+        if self.credentials is None:
+            return None
+        R = self._gst.GstRtspServer
         permissions = R.RTSPPermissions()
         permissions.add_permission_for_role("viewer", R.RTSP_PERM_MEDIA_FACTORY_ACCESS, True)
         permissions.add_permission_for_role("viewer", R.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
-        factory.set_permissions(permissions)
-        return auth
+        return permissions
 
     def _run(self) -> None:
         self._context.push_thread_default()
@@ -142,18 +111,67 @@ class RtspServer:
         finally:
             self._context.pop_thread_default()
 
+    def add(self, mount: Mount) -> None:
+        """Serve ``mount`` at its path. Raises :class:`ConfigError` when another output has that path."""
+        with self._lock:
+            other = self._mounts.get(mount.path)
+            if other is not None:
+                raise ConfigError(f"{mount.owner} and {other.owner} both serve rtsp://{self.host}:{self.port}"
+                                  f"{mount.path}; give each its own path (e.g. rtsp://HOST:PORT/{{camera}})")
+            self._mounts[mount.path] = mount
+        mount.main_context = self._context
+        # Mount points have their own lock: adding a path to a running server is safe.
+        self._server.get_mount_points().add_factory(mount.path, mount.make_factory(self._permissions()))
+
+    def remove(self, mount: Mount, timeout: float = 5.0) -> None:
+        """Stop serving ``mount``: its path answers 404, its viewers are disconnected, its media torn down."""
+        if self._thread is None:
+            return
+        with self._lock:
+            if self._mounts.get(mount.path) is not mount:
+                return
+            del self._mounts[mount.path]
+            leaving = set()
+            for client, viewer in self._viewers.items():
+                if viewer.mount is mount:
+                    viewer.mount = None  # no "client-disconnected" from an output that is gone
+                    leaving.add(client)
+        R = self._gst.GstRtspServer
+        done = threading.Event()
+
+        def teardown() -> bool:
+            try:
+                self._server.get_mount_points().remove_factory(mount.path)
+                keep, drop = R.RTSPFilterResult.KEEP, R.RTSPFilterResult.REMOVE
+                self._server.client_filter(lambda _s, client, _u: drop if client in leaving else keep, None)
+                mount.unprepare()
+            except Exception:
+                log.exception("rtsp output: removing %s failed", mount.path)
+            finally:
+                done.set()
+            return False
+
+        self._context.invoke_full(self._gst.GLib.PRIORITY_HIGH, teardown)
+        if not done.wait(timeout):
+            log.warning("rtsp output: %s was not taken down within %.0f s", mount.path, timeout)
+
     def stop(self, timeout: float = 5.0) -> None:
-        """Disconnect clients, unprepare the media, close the listening socket, end the loop."""
+        """Disconnect clients, unprepare every media, close the listening socket, end the loop."""
         if self._thread is None:
             return
         RtspServer = self._gst.GstRtspServer
+        with self._lock:
+            mounts = list(self._mounts.values())
+            self._mounts.clear()
+            for viewer in self._viewers.values():
+                viewer.mount = None
 
         def teardown() -> bool:
             try:
                 self._server.client_filter(lambda _s, _c, _u: RtspServer.RTSPFilterResult.REMOVE, None)
-                self._server.get_mount_points().remove_factory(self.path)
-                for m in self.medias():
-                    m.media.unprepare()
+                for mount in mounts:
+                    self._server.get_mount_points().remove_factory(mount.path)
+                    mount.unprepare()
                 self._source.destroy()
             except Exception:
                 log.exception("rtsp output: tearing down the server failed")
@@ -167,129 +185,112 @@ class RtspServer:
             log.warning("rtsp output: the GLib loop did not stop within %.0f s", timeout)
         # The listening socket belongs to the source: dropping the last reference closes it.
         with self._lock:
-            self._medias.clear()
+            self._viewers.clear()
         self._source = self._server = self._loop = self._context = None
         self._thread = None
 
     # -- state -----------------------------------------------------------------------------
 
     @property
-    def clients(self) -> int:
-        """RTSP connections currently open."""
-        return self._clients
-
-    def medias(self) -> list[Media]:
+    def mounts(self) -> dict[str, Mount]:
+        """The paths served now."""
         with self._lock:
-            return list(self._medias)
+            return dict(self._mounts)
 
-    # -- feeding ---------------------------------------------------------------------------
-
-    def running_time(self, m: Media) -> int | None:
-        """The media pipeline's running time in ns; ``None`` while it is not playing."""
-        appsrc = m.appsrc
-        # Clock and base time are only consistent once the element is PLAYING: during
-        # the change the clock can be set while the base time is still 0, which would
-        # make the running time the machine's uptime.
-        _, state, pending = appsrc.get_state(0)
-        clock = appsrc.get_clock()
-        if clock is None or state != self._gst.Gst.State.PLAYING or pending != self._gst.Gst.State.VOID_PENDING:
-            return None
-        return int(clock.get_time() - appsrc.get_base_time())
-
-    def push(self, m: Media, data: bytes, pts: int) -> str:
-        """Queue one frame (``m.size`` BGR bytes) on ``m`` at ``pts`` (running time, ns).
-
-        Returns ``"queued"``, ``"full"`` (the encoder is behind: the frame was not
-        queued, so latency does not build up) or ``"closed"`` (the media is going away).
-        """
-        Gst = self._gst.Gst
-        appsrc = m.appsrc
-        if appsrc.get_property("current-level-bytes") >= _MAX_QUEUED_FRAMES * len(data):
-            return "full"
-        buf = Gst.Buffer.new_wrapped(data)
-        buf.pts = pts
-        buf.duration = int(_SECOND / self._rate)
-        if appsrc.emit("push-buffer", buf) != Gst.FlowReturn.OK:
-            return "closed"
-        m.pushed += 1
-        return "queued"
+    @property
+    def clients(self) -> int:
+        """RTSP connections open to this port, whatever path they asked for."""
+        with self._lock:
+            return len(self._viewers)
 
     # -- callbacks (on gst-rtsp-server's threads) ------------------------------------------
 
-    def _on_media_configure(self, _factory: Any, media: Any) -> None:
-        element = media.get_element()
-        appsrc = element.get_by_name("src")
-        size, placeholder = self._size_for_media()
-        entry = Media(media, appsrc, element.get_by_name("enc"), size, Pacer(self._rate), placeholder)
-        self._set_caps(entry)
-        media.connect("unprepared", self._on_unprepared, entry)
+    def _mount_for(self, ctx: Any) -> Mount | None:
+        """The mount a request's URL names (``/door`` or ``/door/stream=0``)."""
+        try:
+            path = str(ctx.uri.abspath or "")
+        except (AttributeError, TypeError):
+            return None
         with self._lock:
-            self._medias.append(entry)
-        log.info("rtsp output: new stream %dx%d for %s", size[0], size[1], self.path)
-        self._on_media()
-
-    def _set_caps(self, m: Media) -> None:
-        rate = self._rate
-        caps = (f"video/x-raw,format=BGR,width={m.size[0]},height={m.size[1]},"
-                f"framerate={rate.numerator}/{rate.denominator}")
-        m.appsrc.set_property("caps", self._gst.Gst.Caps.from_string(caps))
-
-    def resize(self, m: Media, size: tuple[int, int]) -> None:
-        """Change the frame size of a running media (the encoder restarts with a key frame)."""
-        m.size, m.placeholder = size, False
-        self._set_caps(m)
-        log.info("rtsp output: stream for %s is now %dx%d", self.path, size[0], size[1])
-
-    def _on_unprepared(self, _media: Any, entry: Media) -> None:
-        with self._lock:
-            if entry in self._medias:
-                self._medias.remove(entry)
-        log.info("rtsp output: stream for %s ended after %d frames", self.path, entry.pushed)
+            found = [m for p, m in self._mounts.items() if path == p or path.startswith(p.rstrip("/") + "/")]
+        return max(found, key=lambda m: len(m.path)) if found else None
 
     def _on_client_connected(self, _server: Any, client: Any) -> None:
-        ip = client.get_connection().get_ip()
+        viewer = _Viewer(client.get_connection().get_ip())
         with self._lock:
-            self._clients += 1
-            count = self._clients
-        client.connect("play-request", self._on_play)
-        client.connect("closed", self._on_client_closed, ip)
-        log.info("rtsp output: client %s connected (%d open)", ip, count)
-        self._on_event("client-connected", {"client": ip, "clients": count})
+            self._viewers[client] = viewer
+        client.connect("describe-request", self._on_request, viewer)
+        client.connect("setup-request", self._on_request, viewer)
+        client.connect("play-request", self._on_play, viewer)
+        client.connect("closed", self._on_client_closed, viewer)
 
-    def _on_client_closed(self, _client: Any, ip: str) -> None:
+    def _on_request(self, _client: Any, ctx: Any, viewer: _Viewer) -> None:
+        # A connection belongs to the path it describes or sets up (the first one it asked for).
+        mount = self._mount_for(ctx)
         with self._lock:
-            self._clients -= 1
-            count = self._clients
-        log.info("rtsp output: client %s disconnected (%d open)", ip, count)
-        self._on_event("client-disconnected", {"client": ip, "clients": count})
-
-    def _on_play(self, _client: Any, _ctx: Any) -> None:
-        # The shared encoder may be anywhere in its GOP: ask for a key frame (with
-        # SPS/PPS) now instead of making the new viewer wait for the next one. Viewers
-        # arriving together share one: at most one forced key frame per
-        # _KEY_FRAME_SPACING, the next one as soon as that has passed.
-        with self._lock:
-            if self._key_frame_pending:
+            if mount is None or viewer.mount is not None or self._mounts.get(mount.path) is not mount:
                 return
-            wait = self._last_key_frame + _KEY_FRAME_SPACING - time.monotonic()
-            if wait > 0:
-                self._key_frame_pending = True
-        if wait <= 0:
-            self._force_key_frame()
-        else:
-            timer = self._gst.GLib.timeout_source_new(max(1, int(wait * 1000)))
-            timer.set_callback(self._force_key_frame)
-            timer.attach(self._context)
+            viewer.mount = mount
+        mount.client_joined(viewer.ip)
 
-    def _force_key_frame(self, *_args: Any) -> bool:
+    def _on_play(self, client: Any, ctx: Any, viewer: _Viewer) -> None:
+        self._on_request(client, ctx, viewer)
+        mount = viewer.mount
+        if mount is not None:
+            mount.request_key_frame()
+
+    def _on_client_closed(self, client: Any, viewer: _Viewer) -> None:
         with self._lock:
-            self._key_frame_pending = False
-            self._last_key_frame = time.monotonic()
-        make_event = self._gst.GstVideo.video_event_new_upstream_force_key_unit
-        for m in self.medias():
-            if m.encoder is not None:
-                m.encoder.get_static_pad("src").send_event(make_event(self._gst.Gst.CLOCK_TIME_NONE, True, 0))
-        return False  # as a GLib timeout: once
+            self._viewers.pop(client, None)
+            mount, viewer.mount = viewer.mount, None
+        if mount is not None:
+            mount.client_left(viewer.ip)
+
+
+# -- the process's servers --------------------------------------------------------------------
+
+_SERVERS: dict[tuple[str, int], RtspServer] = {}
+# Held while a server starts or stops, so a port is never bound twice by this process.
+_SERVERS_LOCK = threading.Lock()
+
+
+def open_mount(gst: Gst, *, host: str, port: int, credentials: Credentials, mount: Mount) -> RtspServer:
+    """Serve ``mount`` on ``host:port``: on the process's server for that address, started now if
+    there is none. Raises :class:`OutputError` when the port cannot be bound, and
+    :class:`ConfigError` when the path is taken or the server asks for other credentials."""
+    with _SERVERS_LOCK:
+        server = _SERVERS.get((host, port))
+        if server is None:
+            server = RtspServer(gst, host=host, port=port, credentials=credentials)
+            server.start()
+            _SERVERS[(host, port)] = server
+        elif server.credentials != credentials:
+            others = ", ".join(m.owner for m in server.mounts.values())
+            raise ConfigError(f"{mount.owner}: rtsp-user / rtsp-api-key differ from those of {others} on the same "
+                              f"port {host}:{port}; one RTSP server has one user and key, so give these outputs "
+                              "the same ones or another port")
+        try:
+            server.add(mount)
+        except ConfigError:
+            if not server.mounts:
+                _stop(server)
+            raise
+        return server
+
+
+def close_mount(server: RtspServer, mount: Mount) -> None:
+    """Stop serving ``mount``; the server stops (and frees its port) when it was its last path."""
+    with _SERVERS_LOCK:
+        if set(server.mounts) <= {mount.path}:
+            _stop(server)
+        else:
+            server.remove(mount)
+
+
+def _stop(server: RtspServer) -> None:
+    server.stop()
+    if _SERVERS.get((server.host, server.port)) is server:
+        del _SERVERS[(server.host, server.port)]
 
 
 def _offer_basic_and_digest(auth: Any) -> None:

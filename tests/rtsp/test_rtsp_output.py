@@ -219,7 +219,7 @@ def test_placeholder_then_frames_then_repeats_with_a_banner(output: RtspOutput) 
     top, middle = client.last_image[:20].mean(), client.last_image[100:140].mean()
     assert top < 0.6 * middle, (top, middle)
     port = output.url.port
-    assert f'framelens_rtsp_clients{{port="{port}"}} 1.0' in metrics
+    assert f'framelens_rtsp_clients{{path="/out",port="{port}"}} 1.0' in metrics
     sent = next(line for line in metrics.splitlines() if line.startswith("framelens_rtsp_frames_sent_total"))
     assert float(sent.split()[-1]) >= len(client.samples) - 5
 
