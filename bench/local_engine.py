@@ -21,14 +21,24 @@ greedy, EOS ignored so every answer has the same length:
 - vision-encoder time per image (the same transformers tower on both sides);
 - time to first token (vision + prefill + one token);
 - frame -> 32-token caption (chat template, image preprocessing and generation);
+- B cameras at once, each a 32-token caption of a new frame: captions per second per camera;
+- ``--rules`` yes/no rules on one frame through the ``choices`` path (engine only: HF has no such call);
+- the decode step alone (``step_ms``: no sampling, no text) at batch 1 and B;
 - the memory-bandwidth limit of batch-1 decoding: decoder weight bytes / device-to-device copy bandwidth
   (read + write bytes of a ``--copy-gb`` buffer copy, measured in the same run).
 
-Prints one JSON line: ``{"model", "machine", "limit", "engine", "hf_generate", "ratio", "fraction_of_limit"}``
-where ratios are engine / HF for speeds and HF / engine for times (> 1 = the engine is faster).
+On CUDA the engine runs twice, side by side: as it ships (the decode step replayed as CUDA graphs) and with
+``local-cuda-graphs=false`` (``engine_eager``: the same step launched kernel by kernel), and ``--profile``
+adds a torch.profiler breakdown of one eager batch-1 step (kernels per step, their summed device time, the
+costliest kernels).
+
+Prints one JSON line: ``{"model", "machine", "limit", "engine", "engine_eager", "hf_generate", "ratio",
+"ratio_to_eager", "step_ms", "profile", "fraction_of_limit"}`` where ratios are engine / other for speeds
+and other / engine for times (> 1 = the engine is faster).
 
     .venv/bin/python bench/local_engine.py [--preset tiny|gemma3-mini|gemma3-4b] [--device cpu|cuda]
         [--dtype float32|bfloat16] [--hidden 768] [--layers 12] [--batch 8] [--tokens 64] [--repeats 3]
+        [--capacity 1024] [--rules 50] [--profile]
 """
 
 from __future__ import annotations
@@ -138,9 +148,13 @@ class HFSide:
         t0 = time.perf_counter()
         self.gen(self.inputs([200 + seed]), 32)
         caption = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        self.gen(self.inputs(list(range(400 + seed, 400 + seed + batch))), 32)
+        cameras = time.perf_counter() - t0
         return {"decode_tok_s_b1": (tokens - 1) / max(full - ttft, 1e-9),
                 f"decode_tok_s_b{batch}_total": batch * tokens / wall, "vision_s_per_image": vision,
-                "first_token_s": ttft, "frame_to_32_tokens_s": caption}
+                "first_token_s": ttft, "frame_to_32_tokens_s": caption,
+                f"captions_per_s_per_camera_b{batch}": 1 / cameras}
 
 
 def build_gemma3(preset: str, directory: Path, device: torch.device, dtype: torch.dtype) -> tuple[Path, Any]:
@@ -224,6 +238,57 @@ def _median(rounds: list[dict[str, float]]) -> dict[str, float]:
             for k in rounds[0]}
 
 
+def step_ms(engine: EngineAPI, batch: int, position: int, steps: int = 30) -> float:
+    """Milliseconds of one decode step alone (no sampling, no text) at ``batch`` rows writing at ``position``:
+    the engine's step path as it runs (CUDA graph replay, or eager with local-cuda-graphs off). Call it while
+    the engine is idle; it writes keys into slots 0..batch-1, which no request holds then."""
+    dev = engine.model.device
+    args = ([1] * batch, [position] * batch, list(range(batch)))
+    for _ in range(3):
+        engine.decode_graphs.step(*args)
+    sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        engine.decode_graphs.step(*args)
+    sync(dev)
+    return round((time.perf_counter() - t0) / steps * 1e3, 3)
+
+
+def kernel_profile(engine: EngineAPI, position: int, steps: int = 5, top: int = 12) -> dict[str, Any]:
+    """Where a batch-1 eager decode step spends device time: kernels per step, their summed time per step (what
+    a graph replay costs at best), and the costliest kernels (torch.profiler over ``steps`` eager steps)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    graphs_on = engine.decode_graphs.graphs_on
+    engine.decode_graphs.graphs_on = False
+    try:
+        args = ([1], [position], [0])
+        engine.decode_graphs.step(*args)
+        sync(engine.model.device)
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(steps):
+                engine.decode_graphs.step(*args)
+            sync(engine.model.device)
+    finally:
+        engine.decode_graphs.graphs_on = graphs_on
+    rows = []
+    for e in prof.key_averages():
+        us = float(getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cuda_time_total", 0.0) or 0.0)
+        if getattr(e, "device_type", None) == DeviceType.CUDA and us > 0:
+            rows.append((us, int(e.count), e.key))
+    rows.sort(reverse=True)
+    try:  # the full table goes to stderr (kept in the run's log) whatever the rows above found
+        print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=25), file=sys.stderr, flush=True)
+    except Exception as exc:
+        print(f"profile table: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    total = sum(us for us, _, _ in rows)
+    return {"kernels_per_step": round(sum(c for _, c, _ in rows) / steps, 1),
+            "kernel_ms_per_step": round(total / steps / 1e3, 3),
+            "top": [{"kernel": k[:90], "ms_per_step": round(us / steps / 1e3, 4), "calls_per_step": c / steps,
+                     "share": round(us / total, 3)} for us, c, k in rows[:top]]}
+
+
 def _machine(device: torch.device) -> dict[str, Any]:
     import transformers
 
@@ -250,6 +315,9 @@ def main() -> None:
     ap.add_argument("--copy-gb", type=float, default=0.0, help="copy buffer for the bandwidth limit "
                     "(default: 4 on CUDA, 0.5 on CPU)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--capacity", type=int, default=1024, help="KV tokens per slot")
+    ap.add_argument("--rules", type=int, default=50, help="yes/no rules on one frame through choices (0: skip)")
+    ap.add_argument("--profile", action="store_true", help="CUDA: kernel profile of one eager batch-1 step")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -278,28 +346,62 @@ def main() -> None:
         # progress on stderr, so a run cut short by a time limit still shows what it measured
         print(json.dumps({"weight_bytes": wbytes, "copy_bandwidth_gb_s": round(bandwidth / 1e9, 1)}),
               file=sys.stderr, flush=True)
-        engine = EngineAPI(model, slots=args.batch, capacity=512, prefix_slots=0)
+        engine = EngineAPI(model, slots=args.batch, capacity=args.capacity, prefix_slots=0)
+        # on CUDA the same engine with its step launched eagerly (local-cuda-graphs=false): the plain path
+        eager = (EngineAPI(model, slots=args.batch, capacity=args.capacity, prefix_slots=0, fixed_shapes=True,
+                           cuda_graphs=False) if device.type == "cuda" else None)
         hf_side.gen(hf_side.inputs([0]), 4)  # warm-up
-        ours_rounds, hf_rounds = [], []
+        ours_rounds, eager_rounds, hf_rounds = [], [], []
+        steps: dict[str, Any] = {}
+        profile_out: dict[str, Any] = {}
+        kw = {"tokens": args.tokens, "batch": args.batch, "repeats": 1, "text": text, "rules": args.rules}
         try:
-            # alternate the two sides round by round, so load on a shared machine hits both alike
+            # alternate the sides round by round, so load on a shared machine hits them alike
             for r in range(args.repeats):
-                ours_rounds.append(measure_engine(engine, tokens=args.tokens, batch=args.batch, repeats=1,
-                                                  seed=1000 * (r + 1), text=text))
+                ours_rounds.append(measure_engine(engine, seed=1000 * (r + 1), **kw))
+                if eager is not None:
+                    eager_rounds.append(measure_engine(eager, seed=1000 * (r + 1) + 500, **kw))
                 hf_rounds.append(hf_side.measure(tokens=args.tokens, batch=args.batch, seed=10 * r + 1))
-                print(json.dumps({"round": r, "engine": ours_rounds[-1], "hf_generate": hf_rounds[-1]}),
-                      file=sys.stderr, flush=True)
+                print(json.dumps({"round": r, "engine": ours_rounds[-1], "engine_eager": eager_rounds[-1:],
+                                  "hf_generate": hf_rounds[-1]}), file=sys.stderr, flush=True)
+            at = ours_rounds[0]["prompt_tokens"] + args.tokens // 2  # a position mid-answer
+            for name, e in (("engine", engine), ("engine_eager", eager)):
+                if e is not None:
+                    steps[name] = {f"b{b}": step_ms(e, b, at) for b in sorted({1, args.batch})}
+            steps["graphs"] = dict(engine.decode_graphs.stats)
+            print(json.dumps({"step_ms": steps}), file=sys.stderr, flush=True)
+            if args.profile and device.type == "cuda":
+                try:
+                    profile_out = kernel_profile(engine, at)
+                except Exception as exc:  # the profile explains the figures; it must not cost them
+                    profile_out = {"error": f"{type(exc).__name__}: {exc}"}
+                print(json.dumps({"profile": profile_out}), file=sys.stderr, flush=True)
         finally:
             engine.close()
-        ours = {**_median([{k: v for k, v in o.items() if k not in ("prompt_tokens", "image_tokens")}
-                           for o in ours_rounds]), **{k: ours_rounds[0][k] for k in ("prompt_tokens", "image_tokens")}}
+            if eager is not None:
+                eager.close()
+
+        def summary(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+            meta = ("prompt_tokens", "image_tokens")
+            return {**_median([{k: v for k, v in o.items() if k not in meta} for o in rounds]),
+                    **{k: rounds[0][k] for k in meta}}
+
+        ours = summary(ours_rounds)
+        plain = summary(eager_rounds) if eager_rounds else None
         hf = _median(hf_rounds)
-    speed = [k for k in hf if k.startswith("decode")]
-    ratio = {k: round(ours[k] / hf[k], 2) for k in speed}
-    ratio.update({k: round(hf[k] / ours[k], 2) for k in hf if k not in speed and ours[k]})
+    speed = [k for k in hf if k.startswith(("decode", "captions"))]
+
+    def ratios(base: dict[str, Any]) -> dict[str, float]:
+        out = {k: round(ours[k] / base[k], 2) for k in speed if base.get(k)}
+        out.update({k: round(base[k] / ours[k], 2) for k in base
+                    if k in ours and k not in speed and k not in ("prompt_tokens", "image_tokens") and ours[k]})
+        return out
+
+    ratio = ratios(hf)
     limit_b1 = bandwidth / wbytes
     b_key = f"decode_tok_s_b{args.batch}_total"
     fraction = {"engine_b1": round(ours["decode_tok_s_b1"] / limit_b1, 3),
+                "step_b1": round(1e3 / steps["engine"]["b1"] / limit_b1, 3),
                 "hf_b1": round(hf["decode_tok_s_b1"] / limit_b1, 3),
                 # batch B reads the weights once per step for B tokens (KV reads left out)
                 f"engine_b{args.batch}": round(ours[b_key] / (args.batch * limit_b1), 3),
@@ -312,7 +414,10 @@ def main() -> None:
                       "limit": {"copy_bandwidth_gb_s": round(bandwidth / 1e9, 1),
                                 "ms_per_token_b1": round(1e3 / limit_b1, 3), "tok_s_b1": round(limit_b1, 1)},
                       "engine": {k: v for k, v in ours.items() if k not in ("prompt_tokens", "image_tokens")},
-                      "hf_generate": hf, "ratio": ratio, "fraction_of_limit": fraction}))
+                      "engine_eager": ({k: v for k, v in plain.items() if k not in ("prompt_tokens", "image_tokens")}
+                                       if plain else None),
+                      "hf_generate": hf, "ratio": ratio, "ratio_to_eager": ratios(plain) if plain else None,
+                      "step_ms": steps, "profile": profile_out or None, "fraction_of_limit": fraction}))
 
 
 if __name__ == "__main__":

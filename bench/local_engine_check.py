@@ -6,8 +6,10 @@ Llama and a Qwen2 decoder, Gemma 3), and optionally a Gemma 3 preset of
 model), in each ``--dtypes``: three prompts of different lengths (an image and
 a question each), answered one at a time and then as one batch (the engine
 batches them continuously; HF gets one left-padded call), greedy, up to EOS or
-``--tokens``. The engine runs with the step shapes it uses on CUDA (every
-decode over the whole KV capacity, batch buckets of powers of two), also on CPU.
+``--tokens``. The engine runs with the step shapes it uses on CUDA (bucketed key
+windows and batches of powers of two), also on CPU. On CUDA each case also
+compares the batch's tokens with the CUDA graphs against the same step launched
+eagerly (``"batch": "graphs-vs-eager"``; equal only if graphs were replayed).
 
 Prints one JSON line per case: tokens equal or not, and the agreement length
 (the common prefix of the two answers), the max |logit difference| over the
@@ -120,6 +122,18 @@ def check_case(name: str, model: LoadedModel, hf: HFSide, tokens: int) -> list[d
         out.append({"case": name, "batch": len(prompts), "equal": ours_b == ref_b,
                     "agree": [_agree(a, b) for a, b in zip(ours_b, ref_b, strict=True)],
                     "engine_len": [len(a) for a in ours_b], "hf_len": [len(b) for b in ref_b]})
+        if model.device.type == "cuda":
+            # the CUDA graphs against the same step launched eagerly: the same kernels, so the same tokens
+            eager = EngineAPI(model, slots=4, capacity=512, prefix_slots=0, fixed_shapes=True, cuda_graphs=False)
+            try:
+                plain, _ = engine_tokens(eager, prompts, tokens)
+            finally:
+                eager.close()
+            stats = dict(engine.decode_graphs.stats)
+            out.append({"case": name, "batch": "graphs-vs-eager", "equal": plain == ours_b and stats["replays"] > 0,
+                        "agree": [_agree(a, b) for a, b in zip(ours_b, plain, strict=True)],
+                        "engine_len": [len(a) for a in ours_b], "hf_len": [len(b) for b in plain],
+                        "graphs": stats})
     finally:
         engine.close()
     return out

@@ -20,10 +20,10 @@ date -u | tee "$OUT/machine.txt"
 } 2>&1 | tee -a "$OUT/machine.txt"
 $PY -c "import framelens.plugins.vlm.local.engine as e; print('engine from', e.__file__)" || exit 4
 echo "== check"
-timeout 150 $PY bench/local_engine_check.py --device "$DEVICE" --preset gemma3-mini --tokens 24 \
+timeout ${CHECK_S:-150} $PY bench/local_engine_check.py --device "$DEVICE" --preset gemma3-mini --tokens 24 \
     2>"$OUT/check.err" | tee "$OUT/check.jsonl"
 echo "check rc=$?"
 echo "== bench"
-timeout 270 $PY bench/local_engine.py --preset "$PRESET" --device "$DEVICE" --dtype "$DTYPE" --batch 8 --tokens 64 \
-    --repeats "${REPEATS:-3}" 2> >(grep -v "it/s\]" | tee "$OUT/bench.err" >&2) | tee "$OUT/bench.json"
+timeout ${BENCH_S:-270} $PY bench/local_engine.py --preset "$PRESET" --device "$DEVICE" --dtype "$DTYPE" --batch 8 \
+    --tokens 64 --capacity 1024 --rules 50 --profile --repeats "${REPEATS:-3}" 2> >(grep -v "it/s\]" | tee "$OUT/bench.err" >&2) | tee "$OUT/bench.json"
 echo "bench rc=$?"

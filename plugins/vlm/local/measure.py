@@ -20,7 +20,7 @@ from framelens import ChatMessage, ImagePart, TextPart, Usage, VLMTimings
 
 from .engine import EngineAPI
 
-__all__ = ["DEFAULT_TEXT", "frame", "measure_engine", "run_batch"]
+__all__ = ["DEFAULT_TEXT", "frame", "measure_engine", "run_batch", "time_choices"]
 
 
 def frame(seed: int, h: int = 480, w: int = 640) -> np.ndarray:
@@ -76,10 +76,35 @@ def run_batch(engine: EngineAPI, prompts: Sequence[Any], tokens: int, *, ignore_
     return wall, out
 
 
+def time_choices(engine: EngineAPI, rules: int, *, seed: int = 0, timeout: float = 600) -> float:
+    """Seconds to score ``rules`` yes/no questions about one new frame through the ``choices`` path (what
+    the alerts evaluator sends per frame: one conversation per rule, the image shared)."""
+    img = frame(seed)
+    prompts = [engine.model.prompt(_messages(img, f"Rule {i}: is there a person in zone {i}? Answer yes or no."))
+               for i in range(rules)]
+    done = threading.Event()
+    result: list[Any] = []
+
+    def sink(kind: str, value: Any) -> None:
+        result.append(value)
+        done.set()
+
+    job = engine.choice_job(prompts, engine.choice_tokens(["yes", "no"]), sink)
+    started = time.perf_counter()
+    engine.submit(job)
+    if not done.wait(timeout):
+        raise TimeoutError("the engine did not score the choices")
+    took = time.perf_counter() - started
+    if isinstance(result[0], BaseException):
+        raise result[0]
+    return took
+
+
 def measure_engine(engine: EngineAPI, *, tokens: int = 64, batch: int = 8, repeats: int = 3,
-                   seed: int = 0, text: str = DEFAULT_TEXT) -> dict[str, Any]:
+                   seed: int = 0, text: str = DEFAULT_TEXT, rules: int = 0) -> dict[str, Any]:
     """The engine's figures (seconds, tokens/s); medians of ``repeats`` runs. Every image is new (seeds from
-    ``seed``), so no figure profits from the engine's image-feature cache. ``text`` follows the image."""
+    ``seed``), so no figure profits from the engine's image-feature cache. ``text`` follows the image.
+    ``rules`` > 0 also times that many yes/no rules on one frame (:func:`time_choices`)."""
     model = engine.model
     one = [model.prompt(_messages(frame(seed + i), text)) for i in range(repeats + 1)]
     run_batch(engine, one[:1], 4)  # warm-up
@@ -108,8 +133,15 @@ def measure_engine(engine: EngineAPI, *, tokens: int = 64, batch: int = 8, repea
         prompt = model.prompt(_messages(img, text))
         run_batch(engine, [prompt], 32)
         captions.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()  # B cameras each asking for a 32-token caption of a new frame at once
+    run_batch(engine, [model.prompt(_messages(frame(seed + 400 + i), text)) for i in range(batch)], 32)
+    cameras = time.perf_counter() - t0
+    extra: dict[str, Any] = {f"captions_per_s_per_camera_b{batch}": round(1 / cameras, 2)}
+    if rules:
+        extra[f"choices_{rules}_rules_s"] = round(statistics.median(
+            time_choices(engine, rules, seed=seed + 300 + i) for i in range(repeats)), 4)
     return {
-        "prompt_tokens": len(one[0].ids), "image_tokens": one[0].spans[0].end - one[0].spans[0].start,
+        **extra, "prompt_tokens": len(one[0].ids), "image_tokens": one[0].spans[0].end - one[0].spans[0].start,
         "decode_tok_s_b1": round(decode, 1), f"decode_tok_s_b{batch}_total": round(aggregate, 1),
         "vision_s_per_image": round(statistics.median(vision), 5), "first_token_s": round(ttft, 4),
         "frame_to_32_tokens_s": round(statistics.median(captions), 4),
