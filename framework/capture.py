@@ -32,6 +32,14 @@ class LiveCapture:
     declared ``lost`` (and reconnected once the blocked read returns), whatever
     the source's own timeouts do. One outage publishes exactly one ``lost``
     event, however many reopen attempts fail and for whatever reasons.
+
+    With ``max_reconnects`` the capture gives up after that many failed reopen
+    attempts in a row (a camera that is gone for good); a source that cannot be
+    reopened at all (``reconnect = False``) gives up at its first failed open. Then one
+    ``source`` event with ``state: "ended"`` and the reason is published, ``failure``
+    says why, and :meth:`next` returns ``None``.
+    A source that simply ends (``None`` from a non-reconnecting source) leaves
+    ``failure`` at ``None``.
     """
 
     def __init__(
@@ -44,6 +52,7 @@ class LiveCapture:
         max_backoff: float = 10.0,
         read_timeout: float | None = None,
         stale_after: float | None = None,
+        max_reconnects: int | None = None,
     ) -> None:
         self.source = source
         self.source_id = source_id
@@ -53,6 +62,8 @@ class LiveCapture:
         configured = getattr(getattr(source, "options", None), "read_timeout", None)
         self.read_timeout = float(read_timeout or configured or 10.0)
         self.stale_after = stale_after
+        self.max_reconnects = max_reconnects
+        self.failure: str | None = None  # why the capture gave up for good
         self.info = SourceInfo()
         self._state = "connecting"
         self.last_frame_at: float | None = None  # time.monotonic() of the newest frame
@@ -127,11 +138,22 @@ class LiveCapture:
     def _run(self, needs_open: bool) -> None:
         delay = self.backoff
         index = 0
+        failed_opens = 0
         while not self._stop.is_set():
             if needs_open:
                 try:
                     self.info = self.source.open()
                 except SourceError as exc:
+                    failed_opens += 1
+                    if self._stop.is_set():
+                        break
+                    if not self.source.reconnect:
+                        self._give_up(str(exc))
+                        return
+                    if self.max_reconnects is not None and failed_opens >= self.max_reconnects:
+                        self._give_up(f"gave up after {failed_opens} failed reconnect attempt"
+                                      f"{'s' if failed_opens > 1 else ''} (--max-reconnects): {exc}")
+                        return
                     if self._state != "lost":
                         log.warning("%s: %s; retrying in %.1f s", self.source.describe(), exc, delay)
                         self._set_state("lost", str(exc))
@@ -139,15 +161,12 @@ class LiveCapture:
                         # Same outage, a new reason: no second event.
                         log.warning("%s: %s; retrying in %.1f s", self.source.describe(), exc, delay)
                         self.error = str(exc)
-                    if self._stop.is_set():
-                        break
-                    if not self.source.reconnect or self._stop.wait(delay):
-                        if not self._stop.is_set():
-                            self._finish("lost")
+                    if self._stop.wait(delay):
                         return
                     delay = min(delay * 2, self.max_backoff)
                     continue
                 needs_open = False
+                failed_opens = 0
                 delay = self.backoff
                 self.last_frame_at = None
                 self._opened_at = time.monotonic()
@@ -195,6 +214,12 @@ class LiveCapture:
     def _finish(self, state: str, reason: str | None = None) -> None:
         self.source.close()
         self._set_state(state, reason)
+
+    def _give_up(self, reason: str) -> None:
+        """The source will not come back: one ``ended`` event with the reason, and ``failure`` set
+        (the capture's user reports it; no log line here, so it is said once)."""
+        self.failure = reason
+        self._finish("ended", reason)
 
     @property
     def running(self) -> bool:

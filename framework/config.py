@@ -65,6 +65,7 @@ RUN_KEYS = {
     "events": str,
     "benchmark": bool,
     "max-failures": int,
+    "max-reconnects": int,
     "width": int,
     "height": int,
     "fps": float,

@@ -45,7 +45,7 @@ StageSpec = str | tuple[str, Mapping[str, Any]] | Mapping[str, Any]
 """A processor or output: ``"name"``, ``"name:id"``, a target such as ``"out.mp4"``,
 ``(name, options)`` or a deployment-file entry (``{"name": ..., "id": ..., "options": ...}``)."""
 
-_POSITIVE = ("max-frames", "max-failures", "width", "height", "fps")
+_POSITIVE = ("max-frames", "max-failures", "max-reconnects", "width", "height", "fps")
 
 
 def _entries(value: Sequence[StageSpec] | StageSpec | None, where: str, kind: str) -> list[StageConfig]:

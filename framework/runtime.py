@@ -18,7 +18,7 @@ from prometheus_client import Counter
 from .capture import LiveCapture
 from .config import RunConfig, StageConfig, ValidatedStage
 from .context import Context
-from .errors import ConfigError
+from .errors import ConfigError, SourceError
 from .events import JsonLinesWriter
 from .frame import Frame, Results
 from .options import option_key
@@ -187,6 +187,11 @@ class Runtime:
         """Ask the loop to finish after the current frame (thread-safe)."""
         self._stop.set()
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether :meth:`stop` was called (a loop that ended without it ended by itself)."""
+        return self._stop.is_set()
+
     def _install_signals(self) -> list[tuple[int, Any]]:
         if threading.current_thread() is not threading.main_thread():
             return []
@@ -287,13 +292,16 @@ class Runtime:
         """Yield frames from the source: via a capture thread if live, else in turn."""
         cam = self.camera
         if source.live:
-            self._capture = LiveCapture(source, cam, ctx.events)
+            self._capture = LiveCapture(source, cam, ctx.events, max_reconnects=self.setting("max-reconnects"))
             self._open_capture(self._capture)
             ctx.streams.add(Stream(cam, self.cfg.source or "", self._capture, origin="cli", opened_at=time.time()))
             while not self._stop.is_set():
                 frame = self._capture.next(timeout=0.25)
                 if frame is None:
                     if not self._capture.running:
+                        if self._capture.failure is not None:
+                            # Gone for good (no reconnect, or --max-reconnects used up): an error, not an end.
+                            raise SourceError(self._capture.failure)
                         return
                     continue
                 yield frame

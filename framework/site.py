@@ -12,8 +12,13 @@ per camera on its own thread with a child context. A camera's stage ids are
 ``CAMERA-NAME``; its live stream is ``stream://CAMERA`` and its frames and events carry
 ``CAMERA`` as their source. A camera that cannot be opened at start is reported and
 retried in the background (the others go on), unless no camera opens at all; a camera
-whose loop ends or fails never stops the others. ``Pipeline`` builds a site when the
-configuration declares cameras (``cameras:`` or named ``-s ID=URL``).
+whose loop ends or fails never stops the others. A camera *ends* when its source ends
+(``--max-frames``, a file without ``--loop``) and *fails for good* when it cannot start, its
+file cannot be opened, or its live source gives up (``--max-reconnects``, or a source that
+cannot reconnect); the site ends when every camera has, and :meth:`Site.run` then raises
+:class:`~framelens.SourceError` naming the camera if one failed for good. A camera that is
+reconnecting has not ended. ``Pipeline`` builds a site when the configuration declares
+cameras (``cameras:`` or named ``-s ID=URL``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import ConfigError, SourceError
+from .errors import ConfigError, FramelensError, SourceError
 from .frame import Frame
 from .options import Options, option_key
 from .registry import Registry
@@ -42,7 +47,8 @@ __all__ = ["Site"]
 
 log = logging.getLogger("framelens.site")
 
-_CAMERA_RUN_KEYS = ("max-frames", "realtime", "loop", "max-failures", "width", "height", "fps", "backend")
+_CAMERA_RUN_KEYS = ("max-frames", "realtime", "loop", "max-failures", "max-reconnects", "width", "height", "fps",
+                    "backend")
 _QUEUE = 64  # frames waiting for a Site.session() consumer before the cameras wait for it
 
 
@@ -76,7 +82,8 @@ class Site:
         self.stdout = stdout
         self.runtime: Runtime | None = None  # the site runtime: services, events, the shared context
         self.cameras: dict[str, Runtime] = {}
-        self.failed: dict[str, str] = {}
+        self.failed: dict[str, str] = {}  # cameras not working now (retrying, or dead), and why
+        self.dead: dict[str, str] = {}    # cameras whose loop ended because they failed for good, and why
         self._threads: list[threading.Thread] = []
         self._reported: dict[str, threading.Event] = {}
         self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=_QUEUE)
@@ -266,7 +273,10 @@ class Site:
 
     def run(self) -> dict[str, Any]:
         """Run every camera until all end or :meth:`stop`; return (and with ``--benchmark``
-        print) the site report. SIGINT and SIGTERM stop it when called from the main thread."""
+        print) the site report. SIGINT and SIGTERM stop it when called from the main thread.
+
+        Raises :class:`~framelens.SourceError` (after the report is printed) when a camera
+        failed for good during the run, naming it and the reason."""
         import json
         import signal
 
@@ -285,16 +295,28 @@ class Site:
             out = self.runtime.stdout
             out.write(json.dumps(report) + "\n")
             out.flush()
+        self._raise_if_dead()
         return report
+
+    def _raise_if_dead(self) -> None:
+        with self._lock:
+            dead = dict(self.dead)
+        if not dead:
+            return
+        camera, reason = next(iter(dead.items()))
+        more = f" (and camera{'s' if len(dead) > 2 else ''} {', '.join(list(dead)[1:])})" if len(dead) > 1 else ""
+        raise SourceError(f"camera {camera} failed: {reason}{more}")
 
     def session(self) -> Iterator[Frame]:
         """Every processed frame of every camera (``frame.source_id`` names the camera), as
-        they come; a consumer slower than the cameras makes them wait for it."""
+        they come; a consumer slower than the cameras makes them wait for it. When every
+        camera ended and one failed for good, the iteration ends with its
+        :class:`~framelens.SourceError` (see :meth:`run`)."""
         if self.runtime is None:
             self.build()
-        return self._session(collect=True)
+        return self._session(collect=True, check=True)
 
-    def _session(self, *, collect: bool) -> Iterator[Frame]:
+    def _session(self, *, collect: bool, check: bool = False) -> Iterator[Frame]:
         site = self.runtime
         assert site is not None
         self._collect = collect
@@ -318,6 +340,8 @@ class Site:
                 thread.join(0.1)
         if self._error is not None:
             raise self._error
+        if check:
+            self._raise_if_dead()
 
     def _run_site(self) -> None:
         assert self.runtime is not None
@@ -354,16 +378,24 @@ class Site:
                 if self._collect:
                     self._put(frame)
         except Exception as exc:
+            # framelens's own errors are written for people; anything else gets its type.
+            reason = str(exc) if isinstance(exc, FramelensError) else f"{type(exc).__name__}: {exc}"
             if not self._reported[camera].is_set():
                 # A component of this camera could not start (an output's port in use, ...).
-                with self._lock:
-                    self.failed[camera] = str(exc)
-                log.error("camera %s could not start: %s%s", camera, exc,
+                log.error("camera %s could not start: %s%s", camera, reason,
                           "" if len(self.cameras) == 1 else "; the other cameras go on")
             else:
-                log.error("camera %s stopped: %s: %s", camera, type(exc).__name__, exc)
-                with self._lock:
-                    self.failed.setdefault(camera, f"{type(exc).__name__}: {exc}")
+                log.error("camera %s stopped: %s%s", camera, reason,
+                          "" if len(self.cameras) == 1 else "; the other cameras go on")
+            with self._lock:
+                self.failed[camera] = reason
+                self.dead[camera] = reason
+        else:
+            # The loop ended by itself: normally (max-frames, the end of a file), or because
+            # its source could not be opened (a missing file; reported by _open_failed).
+            with self._lock:
+                if camera in self.failed and not runtime.stop_requested:
+                    self.dead[camera] = self.failed[camera]
         finally:
             self._reported[camera].set()
             with self._lock:

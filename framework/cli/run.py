@@ -75,6 +75,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     p.add_argument("--max-failures", type=int, metavar="N",
                    help="disable a processor after N consecutive failures (default 10)")
+    p.add_argument("--max-reconnects", type=int, metavar="N",
+                   help="give up on a live source after N failed reconnect attempts in a row (default: never);"
+                   " with several cameras that camera ends and the run exits 1 naming it")
     p.add_argument("--benchmark", action="store_true", default=None,
                    help="print a JSON line with frames, fps and per-processor timings at exit")
     p.set_defaults(handler=handle)
@@ -93,6 +96,7 @@ def config_from_args(args: argparse.Namespace, *, default_output: str | None = "
         "loop": getattr(args, "loop", None),
         "max-frames": getattr(args, "max_frames", None),
         "max-failures": getattr(args, "max_failures", None),
+        "max-reconnects": getattr(args, "max_reconnects", None),
         "benchmark": getattr(args, "benchmark", None),
         "events": args.events,
         "backend": args.backend,

@@ -16,7 +16,7 @@ import pytest
 from fakes import FakeOllama, unused_url
 from helpers import free_port, run_cli
 
-from framelens import ConfigError, Frame, Options, Pipeline, Processor, RegisterProcessor, Site, hookimpl
+from framelens import ConfigError, Frame, Options, Pipeline, Processor, RegisterProcessor, Site, SourceError, hookimpl
 from framelens.testing import FakeBackend, FakeBackendPlugin, plugin_registered
 
 THREE = """\
@@ -364,3 +364,148 @@ cameras:
     # The entry's url reaches the backend (nothing listens on the default localhost:11434), and
     # camera b's own model gives it its own instance.
     assert asked == {"llava", "moondream"}
+
+
+# -- cameras that end, or fail for good, end the site ------------------------------------------
+
+
+def _run_in_thread(site: Site, timeout: float) -> dict[str, Any]:
+    """``site.run()`` on a thread, waited for at most ``timeout`` s (a hang fails the test, not the suite)."""
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["report"] = site.run()
+        except Exception as exc:
+            result["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        site.stop()
+        thread.join(10)
+        raise AssertionError(f"the site was still running after {timeout} s")
+    return result
+
+
+def test_cameras_that_end_by_max_frames_or_a_file_end_the_site(video_file: Path) -> None:
+    # The test pattern stops at --max-frames, the 30-frame file at its end (no --loop).
+    site = Pipeline(cameras={"pattern": "testpattern", "clip": str(video_file)}, outputs=["none"],
+                    options={"testpattern-fps": 30}).build(max_frames=45)
+    assert isinstance(site, Site)
+    result = _run_in_thread(site, 30)
+    assert "error" not in result, result
+    cameras = result["report"]["cameras"]
+    assert cameras["pattern"]["frames"] == 45 and cameras["clip"]["frames"] == 30
+    assert not site.dead and "error" not in cameras["clip"]
+
+
+def test_a_camera_whose_file_is_missing_ends_and_the_run_exits_1_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nothere.mp4"
+    proc = run_cli(["run", "-s", "a=testpattern", "-s", f"b={missing}", "-o", "none", "--max-frames", "10",
+                    "--benchmark"], timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("framelens: error: camera b failed: ") and "no such file" in last, proc.stderr
+    assert "Traceback" not in proc.stderr
+    report = json.loads(proc.stdout.strip().splitlines()[-1])  # the report is still printed
+    assert report["cameras"]["a"]["frames"] == 10 and report["cameras"]["b"]["frames"] == 0
+
+
+def test_a_dead_rtsp_camera_with_max_reconnects_ends_and_the_run_exits_1_naming_it() -> None:
+    down = unused_url("/cam").replace("http://", "rtsp://")
+    t0 = time.monotonic()
+    proc = run_cli(["run", "-s", "a=testpattern", "-s", f"b={down}", "-o", "none", "--max-frames", "10",
+                    "--max-reconnects", "1", "--events", "-"], timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert time.monotonic() - t0 < 30
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("framelens: error: camera b failed: gave up after 1 failed reconnect attempt"), last
+    assert "Traceback" not in proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    ended = [e["payload"] for e in events if e["type"] == "source" and e["source"] == "b"
+             and e["payload"]["state"] == "ended"]
+    assert len(ended) == 1 and "--max-reconnects" in ended[0]["reason"]
+
+
+def test_the_same_in_process_raises_a_source_error_after_every_camera_ended(tmp_path: Path) -> None:
+    site = Pipeline(cameras={"a": "testpattern", "b": str(tmp_path / "nothere.mp4")}, outputs=["none"],
+                    options={"testpattern-fps": 30}).build(max_frames=10)
+    assert isinstance(site, Site)
+    result = _run_in_thread(site, 30)
+    assert isinstance(result.get("error"), SourceError)
+    assert str(result["error"]).startswith("camera b failed: ")
+    assert set(site.dead) == {"b"} and site.cameras["a"].frames == 10
+    # Pipeline.frames() ends the same way, after the frames of the camera that worked.
+    pipeline = Pipeline(cameras={"a": "testpattern", "b": str(tmp_path / "nothere.mp4")}, outputs=["none"])
+    frames = []
+    with pytest.raises(SourceError, match="camera b failed"):
+        for frame in pipeline.frames(max_frames=5):
+            frames.append(frame)
+    assert len(frames) == 5 and {f.source_id for f in frames} == {"a"}
+
+
+def test_a_reconnecting_camera_is_not_dead_and_keeps_the_site_running() -> None:
+    down = unused_url("/cam").replace("http://", "rtsp://")
+    site = Pipeline(cameras={"a": "testpattern", "b": down}, outputs=["none"],
+                    options={"testpattern-fps": 30}).build(max_frames=10)
+    assert isinstance(site, Site)
+    result: dict[str, Any] = {}
+    thread = threading.Thread(target=lambda: result.update(report=site.run()), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while site.cameras["a"].frames < 10 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert site.cameras["a"].frames == 10
+    thread.join(2.0)
+    assert thread.is_alive(), "the site ended while camera b was still reconnecting"
+    site.stop()  # as Ctrl-C would: an end, not a failure
+    thread.join(20)
+    assert not thread.is_alive() and not site.dead
+    assert "error" in result["report"]["cameras"]["b"]  # still reported as not working
+
+
+def test_live_capture_gives_up_only_after_max_reconnects_failed_opens_in_a_row() -> None:
+    import numpy as np
+
+    from framelens import EventBus, Source, SourceInfo
+    from framelens.capture import LiveCapture
+
+    class Flaky(Source):
+        """Live: opens fail as ``plan`` says (True: opens), reads end the stream after 3 frames."""
+
+        live = True
+
+        def __init__(self, plan: list[bool]) -> None:
+            super().__init__("flaky://cam")
+            self.plan, self.reads = list(plan), 0
+
+        def open(self) -> SourceInfo:
+            if self.plan and not self.plan.pop(0):
+                raise SourceError("flaky://cam: refused")
+            self.reads = 0
+            return SourceInfo(8, 8, 30.0)
+
+        def read(self) -> np.ndarray | None:
+            self.reads += 1
+            return np.zeros((8, 8, 3), np.uint8) if self.reads <= 3 else None
+
+    # Two failed reopens between successes never reach 3 in a row: it keeps coming back.
+    ok = LiveCapture(Flaky([True, False, False, True, False, False, True]), "a", EventBus(), backoff=0.01,
+                     max_reconnects=3)
+    ok.start()
+    deadline = time.monotonic() + 10
+    while ok.captured < 9 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ok.captured >= 9 and ok.failure is None
+    ok.stop()
+    # Three in a row: it ends, saying why.
+    dead = LiveCapture(Flaky([True, False, False, False, True]), "b", EventBus(), backoff=0.01, max_reconnects=3)
+    dead.start()
+    deadline = time.monotonic() + 10
+    while dead.running and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not dead.running and dead.state == "ended"
+    assert dead.failure is not None and dead.failure.startswith("gave up after 3 failed reconnect attempts")
+    dead.stop()
