@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import IO, Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from .capture import LiveCapture
 from .config import RunConfig, StageConfig, ValidatedStage
@@ -35,6 +35,9 @@ from .streams import Stream
 __all__ = ["Runtime", "Stage"]
 
 log = logging.getLogger("framelens.runtime")
+
+# Frame latency buckets (seconds): a millisecond for a cheap pipeline up to seconds for one far behind.
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 @dataclass
@@ -80,6 +83,7 @@ class Runtime:
         self.outputs: list[tuple[str, Output]] = []
         self.frames = 0
         self.dropped = 0
+        self.latency = Timings()  # seconds from each frame's capture to the end of its outputs' write
         self._stop = threading.Event()
         self._capture: LiveCapture | None = None
         self._events_writer: JsonLinesWriter | None = None
@@ -369,9 +373,13 @@ class Runtime:
     def _loop(self, ctx: Context, frames: Iterator[Frame]) -> Iterator[Frame]:
         max_frames = self.setting("max-frames")
         max_failures = int(self.setting("max-failures", 10) or 10)
-        # One counter per metrics registry: the cameras of a site share it, labelled by source.
+        # One counter and one histogram per metrics registry: the cameras of a site share them,
+        # labelled by source. The dashboard reads its per-camera numbers from these too.
         counter = ctx.state("framelens.frames_counter",
                             lambda: Counter("framelens_frames", "Frames processed", ["source"], registry=ctx.metrics))
+        latency = ctx.state("framelens.frame_latency", lambda: Histogram(
+            "framelens_frame_latency_seconds", "Seconds from a frame's capture to the end of its outputs' write",
+            ["source"], buckets=_LATENCY_BUCKETS, registry=ctx.metrics))
         per_source: dict[str, Any] = {}  # labelled children, looked up once per source, not per frame
         for frame in frames:
             frame = frame.replace(results=Results(ctx.sticky_results()))
@@ -392,11 +400,17 @@ class Runtime:
                     output.write(frame)
                 except Exception as exc:
                     log.error("output %s failed on frame %d: %s", name, frame.index, exc)
+            # Capture stamps frames with the wall clock (files: when read), so this is the wait
+            # in the newest-frame slot, the stages and the outputs together.
+            seconds = max(0.0, time.time() - frame.timestamp)
             self.frames += 1
-            child = per_source.get(frame.source_id)
-            if child is None:
-                child = per_source[frame.source_id] = counter.labels(frame.source_id)
-            child.inc()
+            children = per_source.get(frame.source_id)
+            if children is None:
+                children = per_source[frame.source_id] = (counter.labels(frame.source_id),
+                                                          latency.labels(frame.source_id))
+            children[0].inc()
+            children[1].observe(seconds)
+            self.latency.add(seconds)
             if self._capture is not None:
                 self.dropped = self._capture.dropped
             yield frame
@@ -452,7 +466,8 @@ class Runtime:
             self._events_writer.close()
 
     def report(self, seconds: float | None = None) -> dict[str, Any]:
-        """Frames, seconds, fps, dropped frames and per-processor timings of the run so far."""
+        """Frames, seconds, fps, dropped frames, frame latency (capture to outputs: mean and
+        95th percentile of the latest frames) and per-processor timings of the run so far."""
         if seconds is None:
             seconds = self.seconds if self.seconds is not None else time.monotonic() - self._started
         processors = {}
@@ -465,6 +480,7 @@ class Runtime:
             "seconds": round(seconds, 3),
             "fps": round(self.frames / seconds, 2) if seconds > 0 else 0.0,
             "dropped": self.dropped,
+            "latency": {k: v for k, v in self.latency.summary().items() if k != "calls"},
             "processors": processors,
         }
 

@@ -123,6 +123,7 @@ def test_repeated_s_on_the_command_line_reports_per_camera() -> None:
     for camera in ("a", "b"):
         assert report["cameras"][camera]["frames"] == 20
         assert list(report["cameras"][camera]["processors"]) == [f"{camera}-fps"]
+        assert set(report["cameras"][camera]["latency"]) == {"mean_ms", "p95_ms"}  # capture to outputs
     assert report["frames"] == 40
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -11,9 +12,19 @@ from typing import Any
 import httpx
 import pytest
 from conftest import DESCRIBE_ERROR, Service
-from helpers import run_cli
+from helpers import free_port, run_cli
 
-from framelens import ConfigError, Context, Options, Pipeline, RegisterPluginOptions, hookimpl
+from framelens import (
+    ConfigError,
+    Context,
+    LiveCapture,
+    Options,
+    Pipeline,
+    RegisterPluginOptions,
+    Site,
+    Stream,
+    hookimpl,
+)
 from framelens.plugin_manager import get_plugin_manager
 from framelens.plugins.dashboard.events import EventFilter, EventHub
 from framelens.registry import Registry
@@ -212,3 +223,82 @@ def test_an_option_namespace_that_is_taken_is_reported_not_shadowed() -> None:
         assert any("'dashboard'" in p and "taken by dashboard" in p for p in problems), problems
         assert registry.plugin_options["dashboard"].plugin == "dashboard"
         assert "ollama" not in registry.plugin_options
+
+
+# -- per-camera pipeline numbers: the status API reads the series /metrics exports -------------
+
+
+def _series(metrics: str, name: str, source: str) -> float:
+    line = next(line for line in metrics.splitlines() if line.startswith(f'{name}{{source="{source}"}} '))
+    return float(line.split()[-1])
+
+
+def _status_streams(base: str, wait: float = 0.0) -> dict[str, Any]:
+    if wait:
+        time.sleep(wait)
+    doc = httpx.get(base + "/dashboard/api/status", timeout=10).json()
+    return {s["id"]: s for s in doc["streams"]}
+
+
+def test_status_gives_each_stream_its_pipeline_numbers_from_the_metrics(service: Callable[..., Service]) -> None:
+    svc = service()
+    assert svc.pipeline.runtime is not None and svc.pipeline.runtime.context is not None
+    context = svc.pipeline.runtime.context
+    # A stream opened as a request would open it: live, but no pipeline processes it.
+    capture = LiveCapture(context.make_source("testpattern"), "cam2", context.events)
+    capture.start(wait_open=True)
+    context.streams.add(Stream("cam2", "testpattern#2", capture, origin="api", opened_at=time.time()))
+    _status_streams(svc.base, wait=0.5)  # the first call starts the window
+    streams = _status_streams(svc.base, wait=1.5)
+    metrics = httpx.get(svc.base + "/metrics", timeout=10).text
+    main = streams["main"]["pipeline"]
+    assert set(main) == {"frames", "fps", "latency_ms"}
+    assert 8 <= main["fps"] <= 17, main            # the test pattern's 15 fps, every frame processed
+    assert 0 < main["latency_ms"] < 500, main      # capture to outputs: a cheap pipeline
+    # The same numbers as /metrics (read a moment later, so at most a few frames more).
+    frames = _series(metrics, "framelens_frames_total", "main")
+    count = _series(metrics, "framelens_frame_latency_seconds_count", "main")
+    total = _series(metrics, "framelens_frame_latency_seconds_sum", "main")
+    assert main["frames"] <= frames <= main["frames"] + 15 and count == frames
+    assert 0 < 1000 * total / count < 500
+    assert streams["cam2"]["pipeline"] is None
+    context.streams.remove("cam2")
+
+
+def test_a_site_shows_each_cameras_own_rate_and_latency() -> None:
+    port = free_port()
+    pipeline = Pipeline(cameras={"door": {"source": "testpattern", "options": {"testpattern-fps": 15}},
+                                 "garage": {"source": "testpattern", "options": {"testpattern-fps": 5}}},
+                        processors=["http"], outputs=["none"],
+                        options={"http-port": port, "testpattern-width": 160, "testpattern-height": 120})
+    site = pipeline.build()
+    assert isinstance(site, Site)
+    runner = threading.Thread(target=site.run, daemon=True)
+    runner.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if {"door", "garage"} <= set(_status_streams(base)):
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        _status_streams(base, wait=0.5)
+        streams = _status_streams(base, wait=2.0)
+        metrics = httpx.get(base + "/metrics", timeout=10).text
+        report = site.report()
+    finally:
+        site.stop()
+        runner.join(20)
+    door, garage = streams["door"]["pipeline"], streams["garage"]["pipeline"]
+    assert 10 <= door["fps"] <= 17 and 3 <= garage["fps"] <= 6, (door, garage)
+    assert 0 < door["latency_ms"] < 500 and 0 < garage["latency_ms"] < 500
+    for camera in ("door", "garage"):  # /metrics, labelled by camera
+        seen = streams[camera]["pipeline"]["frames"]
+        assert _series(metrics, "framelens_frame_latency_seconds_count", camera) >= seen
+    # --benchmark's per-camera report has the latency too (the same per-frame measurement).
+    for camera in ("door", "garage"):
+        assert set(report["cameras"][camera]["latency"]) == {"mean_ms", "p95_ms"}
+        assert 0 < report["cameras"][camera]["latency"]["mean_ms"] < 500

@@ -246,3 +246,36 @@ def test_selecting_a_stream_makes_it_big(service: Callable[..., Service], browse
     context.streams.remove("cam2")
     page.wait_for_selector("#streams [data-stream=cam2]", state="detached", timeout=5000)
     assert errors == []
+
+
+def test_stream_cards_show_the_pipelines_rate_and_latency(service: Callable[..., Service], browser: Any,
+                                                          shots: Callable[[Any, str], Path]) -> None:
+    import re
+
+    svc = service()
+    assert svc.pipeline.runtime is not None and svc.pipeline.runtime.context is not None
+    context = svc.pipeline.runtime.context
+    # A stream no pipeline processes: its card shows no pipeline numbers.
+    capture = LiveCapture(context.make_source("testpattern"), "cam2", context.events)
+    capture.start(wait_open=True)
+    context.streams.add(Stream("cam2", "testpattern#2", capture, origin="api", opened_at=time.time()))
+    page, errors = open_page(browser, svc.base + "/")
+    wait_live(page)
+    pattern = r"processed (\d+\.\d) fps · (\d+(?:\.\d)?) ms latency"
+    # The first status call has no rate yet ("—"); the next refresh (every 2 s) has one.
+    page.wait_for_function(
+        f"/{pattern}/.test(document.querySelector('#streams [data-stream=main] .pipeline').textContent)",
+        timeout=15000)
+    text = page.text_content("#streams [data-stream=main] .pipeline") or ""
+    found = re.search(pattern, text)
+    assert found, text
+    fps, latency = float(found.group(1)), float(found.group(2))
+    assert 8 <= fps <= 17, text          # the test pattern's 15 fps, every frame processed
+    assert 0 < latency < 500, text       # capture to outputs
+    assert re.search(pattern, page.text_content("#big-caption") or ""), "the big view's caption has them too"
+    page.wait_for_selector("#streams [data-stream=cam2]")
+    assert page.locator("#streams [data-stream=cam2] .pipeline").is_hidden()
+    assert "fps" in (page.text_content("#streams [data-stream=cam2] .stats") or "")
+    shots(page, "pipeline-numbers")
+    context.streams.remove("cam2")
+    assert errors == []

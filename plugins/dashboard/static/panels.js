@@ -40,9 +40,10 @@ export class LiveView {
       if (!item) {
         const thumb = el("img", { alt: "", width: 160, height: 120 });
         const stats = el("span", { class: "stats" });
+        const pipeline = el("span", { class: "pipeline" });
         const button = el("button", { type: "button", "aria-pressed": "false", "data-stream": s.id,
-          onclick: () => this.select(s.id) }, thumb, el("strong", { text: s.id }), stats);
-        item = { li: el("li", {}, button), button, thumb, stats };
+          onclick: () => this.select(s.id) }, thumb, el("strong", { text: s.id }), stats, pipeline);
+        item = { li: el("li", {}, button), button, thumb, stats, pipeline };
         this.items.set(s.id, item);
         this.list.append(item.li);
       }
@@ -51,6 +52,9 @@ export class LiveView {
       item.stats.replaceChildren(
         el("span", { class: `state-${s.state}`, text: s.state }), ` · ${size} · `,
         `${fps ? Number(fps).toFixed(1) : "—"} fps · ${s.dropped} dropped`);
+      const work = pipelineText(s.pipeline);
+      item.pipeline.textContent = work;
+      item.pipeline.hidden = !work;
       // Thumbnails are stills refreshed every few seconds: only the big view holds a connection.
       if (s.state === "live" && (this.thumbTick % 3 === 1 || !item.thumb.src)) {
         item.thumb.src = `/v1/streams/${encodeURIComponent(s.id)}/frame.jpg?allow_stale=true&t=${Date.now()}`;
@@ -59,13 +63,22 @@ export class LiveView {
         this.caption.replaceChildren(el("strong", { text: s.id }), ` — ${s.url} · `,
           el("span", { class: `state-${s.state}`, text: s.state }), ` · ${size} · `,
           `${fps ? Number(fps).toFixed(1) : "—"} fps · ${s.frames} frames · ${s.dropped} dropped`,
-          s.error ? ` · ${s.error}` : "");
+          work ? ` · ${work}` : "", s.error ? ` · ${s.error}` : "");
       }
     }
     if (this.selected !== null && !ids.has(this.selected)) this.select(null);
     if (this.selected === null && streams.length) this.select(streams[0].id);
     if (!streams.length) this.caption.textContent = "No stream open. Open one with POST /v1/streams or -s.";
   }
+}
+
+// What the pipeline does with a stream's frames: its rate and the latency from capture to the outputs
+// (the /metrics series framelens_frames_total and framelens_frame_latency_seconds, read by the status API).
+function pipelineText(p) {
+  if (!p) return "";
+  const rate = p.fps === null ? "—" : Number(p.fps).toFixed(1);
+  const latency = p.latency_ms === null ? "—" : Number(p.latency_ms).toFixed(p.latency_ms < 10 ? 1 : 0);
+  return `processed ${rate} fps · ${latency} ms latency`;
 }
 
 // ---- what the model says -----------------------------------------------------------------
