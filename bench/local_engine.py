@@ -27,8 +27,8 @@ greedy, EOS ignored so every answer has the same length:
 - the memory-bandwidth limit of batch-1 decoding: decoder weight bytes / device-to-device copy bandwidth
   (read + write bytes of a ``--copy-gb`` buffer copy, measured in the same run).
 
-On CUDA the engine runs twice, side by side: as it ships (the decode step replayed as CUDA graphs) and with
-``local-cuda-graphs=false`` (``engine_eager``: the same step launched kernel by kernel), and ``--profile``
+On CUDA the engine runs twice, side by side: as it ships (decode steps and prefills replayed as CUDA graphs)
+and with ``local-cuda-graphs=false`` (``engine_eager``: the same work launched kernel by kernel), and ``--profile``
 adds a torch.profiler breakdown of one eager batch-1 step (kernels per step, their summed device time, the
 costliest kernels).
 
@@ -369,6 +369,7 @@ def main() -> None:
                 if e is not None:
                     steps[name] = {f"b{b}": step_ms(e, b, at) for b in sorted({1, args.batch})}
             steps["graphs"] = dict(engine.decode_graphs.stats)
+            steps["prefill_graphs"] = dict(engine.prefill_graphs.stats)
             print(json.dumps({"step_ms": steps}), file=sys.stderr, flush=True)
             if args.profile and device.type == "cuda":
                 try:

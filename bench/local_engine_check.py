@@ -129,8 +129,9 @@ def check_case(name: str, model: LoadedModel, hf: HFSide, tokens: int) -> list[d
                 plain, _ = engine_tokens(eager, prompts, tokens)
             finally:
                 eager.close()
-            stats = dict(engine.decode_graphs.stats)
-            out.append({"case": name, "batch": "graphs-vs-eager", "equal": plain == ours_b and stats["replays"] > 0,
+            stats = {**engine.decode_graphs.stats, "prefill": engine.prefill_graphs.stats}
+            replayed = stats["replays"] > 0 and engine.prefill_graphs.stats["replays"] > 0
+            out.append({"case": name, "batch": "graphs-vs-eager", "equal": plain == ours_b and replayed,
                         "agree": [_agree(a, b) for a, b in zip(ours_b, plain, strict=True)],
                         "engine_len": [len(a) for a in ours_b], "hf_len": [len(b) for b in plain],
                         "graphs": stats})

@@ -33,9 +33,10 @@ import torch
 from framelens import BackendError, Usage, VLMTimings
 
 from .decoder import KVPool
-from .graphs import DecodeGraphs
+from .graphs import DecodeGraphs, batch_bucket, window_bucket
 from .jobs import ChoiceJob, Job, RequestReplaced, Sink
 from .model import LoadedModel, Prompt
+from .prefill_graphs import PrefillGraphs, token_bucket
 from .prefix import PrefixCache, prefix_key
 from .sampling import SamplingParams, TextStream, sample
 
@@ -61,9 +62,13 @@ class Engine:
         self.feature_cache = feature_cache
         # CUDA: decode at bucketed shapes, replayed as CUDA graphs (see .graphs). CPU: exact shapes, faster there.
         self.fixed_shapes = model.device.type == "cuda" if fixed_shapes is None else fixed_shapes
-        self.decode_graphs = DecodeGraphs(model.decoder, self.pool, self._masks, slots=slots, capacity=capacity,
+        self.decode_graphs = DecodeGraphs(model, self.pool, self._masks, slots=slots, capacity=capacity,
                                  mrope=model.mrope, device=model.device, fixed=self.fixed_shapes,
                                  graphs=cuda_graphs)
+        # prefill pads to buckets wherever graphs are asked for, so the CPU runs (and tests) the padded shapes
+        self.pad_prefill = cuda_graphs and self.fixed_shapes
+        self.prefill_graphs = PrefillGraphs(model, self.pool, self._masks, device=model.device,
+                                            enabled=self.pad_prefill)
         self.free = list(range(slots - 1, -1, -1))
         self.waiting: list[Job | ChoiceJob] = []
         self.running: list[Job] = []
@@ -231,6 +236,9 @@ class Engine:
         b = len(rows)
         s = max(e - st for _, _, st, e in rows)
         window = max(e for _, _, _, e in rows)
+        if self.pad_prefill:  # pad to the bucket the CUDA graph is captured at (see .prefill_graphs)
+            b = batch_bucket(b, max(b, self.slots))
+            s, window = token_bucket(s, self.capacity), window_bucket(window - 1, self.capacity)
         ids = torch.zeros((b, s), dtype=torch.long)
         positions = torch.zeros((b, s), dtype=torch.long)
         slots = torch.full((b, s), self.pool.scratch, dtype=torch.long)
@@ -263,16 +271,14 @@ class Engine:
         for i, a, z, f in image_rows:
             embeds[i, a:z] = f.to(embeds.dtype)
         gemma = spec.style == "gemma3"
-        positions, valid = positions.to(dev), valid.to(dev)
-        masks = self._masks(positions, valid, window, qblock.to(dev) if gemma else None,
-                            kblock.to(dev) if gemma else None)
-        read = torch.tensor([slot for _, slot, _, _ in rows], device=dev)
+        read = torch.tensor([slot for _, slot, _, _ in rows] + [self.pool.scratch] * (b - len(rows)), device=dev)
         self.stats["prefill_calls"] += 1
         self.stats["prefill_tokens"] += int(sum(e - st for _, _, st, e in rows))
-        extra = _rope_arg(None if rope is None else rope.to(dev))
-        logits: torch.Tensor = self.model.decoder(embeds, positions, self.pool, slots.to(dev), read, window,
-                                                  masks, last.to(dev), **extra)
-        return logits
+        logits = self.prefill_graphs.run({
+            "embeds": embeds, "positions": positions.to(dev), "slots": slots.to(dev), "valid": valid.to(dev),
+            "read": read, "last": last.to(dev), "qblock": qblock.to(dev) if gemma else None,
+            "kblock": kblock.to(dev) if gemma else None, "rope": None if rope is None else rope.to(dev)}, window)
+        return logits[:len(rows)]
 
     def _decode(self) -> None:
         jobs = list(self.running)

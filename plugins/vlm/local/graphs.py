@@ -13,11 +13,7 @@ next replay overwrites. Shapes are bucketed: the batch to a power of two up to
 the engine's slots (padding rows write into the KV pool's scratch slot and are
 cut off), the key window to a power of two from :data:`MIN_WINDOW` up to the
 KV capacity (so attention reads only the live part of the cache, not all of it).
-Graphs are captured lazily, the first time a pair is needed, after a warm-up
-run on a side stream; the warm-up also fills the decoder's constant caches,
-because nothing may be copied from the host while a graph is being captured,
-and it writes only into the scratch slot. All graphs share one memory pool:
-they never run at the same time.
+Graphs are captured lazily, the first time a pair is needed (see :mod:`.capture`).
 
 Without CUDA, with graphs turned off (``local-cuda-graphs=false``), or after a
 capture failed (logged once, then eager for good), the same step runs eagerly
@@ -26,17 +22,15 @@ from the same buffers, so the bookkeeping is one code path on every device.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 
-from .decoder import Decoder, KVPool
+from .capture import GraphCache
+from .decoder import KVPool
+from .model import LoadedModel
 
 __all__ = ["MIN_WINDOW", "DecodeGraphs", "batch_bucket", "window_bucket"]
-
-log = logging.getLogger("framelens.local")
 
 MIN_WINDOW = 256
 
@@ -89,16 +83,26 @@ class DecodeGraphs:
     needs ``fixed`` and CUDA, and is ignored otherwise.
     """
 
-    def __init__(self, decoder: Decoder, pool: KVPool, masks: MaskFn, *, slots: int, capacity: int,
+    def __init__(self, model: LoadedModel, pool: KVPool, masks: MaskFn, *, slots: int, capacity: int,
                  mrope: bool, device: torch.device, fixed: bool = True, graphs: bool = True) -> None:
-        self.decoder, self.pool, self.masks = decoder, pool, masks
+        self.model, self.pool, self.masks = model, pool, masks
         self.slots, self.capacity, self.mrope, self.device = slots, capacity, mrope, device
         self.fixed = fixed
-        self.graphs_on = graphs and fixed and device.type == "cuda"
+        self.cache = GraphCache("decode step", device, enabled=graphs and fixed)
         self._buffers: dict[int, _Buffers] = {}
-        self._graphs: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
-        self._pool_handle: Any = None
-        self.stats = {"captured": 0, "replays": 0, "eager_steps": 0}
+        self.eager_steps = 0
+
+    @property
+    def graphs_on(self) -> bool:
+        return self.cache.enabled
+
+    @graphs_on.setter
+    def graphs_on(self, on: bool) -> None:
+        self.cache.enabled = on
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"captured": self.cache.captured, "replays": self.cache.replays, "eager_steps": self.eager_steps}
 
     def buffers(self, b: int) -> _Buffers:
         if b not in self._buffers:
@@ -122,52 +126,31 @@ class DecodeGraphs:
                              (list(deltas) if deltas is not None else [0] * n) + [0] * pad], dtype=torch.long)
         buf = self.buffers(b)
         buf.packed.copy_(host)
-        if self.graphs_on:
-            graph = self._graphs.get((b, window)) or self._capture(b, window)
-            if graph is not None:
-                graph[0].replay()
-                self.stats["replays"] += 1
-                return graph[1][:n]
-        self.stats["eager_steps"] += 1
+        out = self.cache.replay((b, window), lambda: self._run(buf, window), lambda: self._park(buf))
+        if out is not None:
+            return out[:n]
+        self.eager_steps += 1
         return self._run(buf, window)[:n]
 
     def _run(self, buf: _Buffers, window: int) -> torch.Tensor:
         masks = self.masks(buf.positions, buf.valid, window)
-        embeds = self.decoder.embed(buf.tokens)
+        embeds = self.model.decoder.embed(buf.tokens)
         extra: dict[str, torch.Tensor] = {}
         if self.mrope:
             # after the prompt every axis of a text token advances together: position + the prompt's offset
             extra["rope_positions"] = (buf.positions + buf.deltas)[None].expand(3, -1, -1)
-        logits: torch.Tensor = self.decoder(embeds, buf.positions, self.pool, buf.slots[:, None], buf.slots,
+        logits: torch.Tensor = self.model.decoder(embeds, buf.positions, self.pool, buf.slots[:, None], buf.slots,
                                             window, masks, buf.last, **extra)
         return logits
 
-    def _capture(self, b: int, window: int) -> tuple[Any, torch.Tensor] | None:
-        buf = self.buffers(b)
+    def _park(self, buf: _Buffers) -> Callable[[], None]:
+        # the warm-up runs write keys at position 0 of the scratch slot only
         saved = buf.packed.clone()
-        try:
-            # warm-up and capture write keys at position 0 of the scratch slot only
-            buf.packed[:2].zero_()
-            buf.packed[2].fill_(self.pool.scratch)
-            buf.packed[3].zero_()
-            side = torch.cuda.Stream(self.device)  # type: ignore[no-untyped-call]
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    self._run(buf, window)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            if self._pool_handle is None:
-                self._pool_handle = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool_handle, capture_error_mode="thread_local"):
-                out = self._run(buf, window)
-        except Exception as exc:  # a step that cannot be captured still runs, eagerly
-            log.warning("local engine: CUDA graph capture failed (%s: %s); decoding eagerly from now on",
-                        type(exc).__name__, exc)
-            self.graphs_on = False
-            return None
-        finally:
+        buf.packed[:2].zero_()
+        buf.packed[2].fill_(self.pool.scratch)
+        buf.packed[3].zero_()
+
+        def restore() -> None:
             buf.packed.copy_(saved)
-        self._graphs[(b, window)] = (graph, out)
-        self.stats["captured"] += 1
-        return self._graphs[(b, window)]
+
+        return restore

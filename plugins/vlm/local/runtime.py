@@ -85,7 +85,7 @@ def load_engine(options: LocalOptions) -> EngineAPI:
         capacity = int(fits)
     try:
         engine = EngineAPI(model, slots=slots, capacity=capacity, prefix_slots=options.prefix_cache,
-                           cuda_graphs=options.cuda_graphs)
+                           cuda_graphs=options.cuda_graphs and runtime == "torch")  # ONNX/TensorRT: their own
     except torch.OutOfMemoryError:
         del model
         gc.collect()

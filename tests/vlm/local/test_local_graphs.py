@@ -38,7 +38,7 @@ def test_window_buckets_cover_the_furthest_position() -> None:
 
 
 def _graphs(engine: Any, **kw: Any) -> DecodeGraphs:
-    return DecodeGraphs(engine.model.decoder, engine.pool, engine._masks, slots=engine.slots,
+    return DecodeGraphs(engine.model, engine.pool, engine._masks, slots=engine.slots,
                         capacity=engine.capacity, mrope=engine.model.mrope, device=engine.model.device, **kw)
 
 
@@ -106,8 +106,8 @@ def test_failed_capture_falls_back_to_eager_once(tiny_dirs: dict[str, Path], cap
             ["describe the picture", "a dog runs"])]
         with caplog.at_level(logging.WARNING, logger="framelens.local"):
             got = [j.tokens for j in run_jobs(engine, prompts, 8)]
-        warnings = [r for r in caplog.records if "CUDA graph capture failed" in r.getMessage()]
-        assert len(warnings) == 1 and "decoding eagerly from now on" in warnings[0].getMessage()
+        warnings = [r for r in caplog.records if "CUDA graph capture of the decode step failed" in r.getMessage()]
+        assert len(warnings) == 1 and "running it eagerly from now on" in warnings[0].getMessage()
         assert not engine.decode_graphs.graphs_on
         assert engine.decode_graphs.stats["captured"] == 0
         assert engine.decode_graphs.stats["eager_steps"] >= 7
@@ -130,3 +130,56 @@ def test_option_turns_graphs_off(tiny_dirs: dict[str, Path]) -> None:
         assert not engine.decode_graphs.graphs_on and engine.decode_graphs.fixed
     finally:
         engine.close()
+
+
+def test_token_buckets_round_up_to_64() -> None:
+    from framelens.plugins.vlm.local.prefill_graphs import TOKEN_STEP, token_bucket
+
+    assert TOKEN_STEP == 64
+    assert [token_bucket(n, 1024) for n in (1, 64, 65, 315)] == [64, 64, 128, 320]
+    assert token_bucket(1000, 1010) == 1010
+
+
+@pytest.mark.parametrize("family", ["gemma3", "qwen2_5_vl"])
+def test_padded_prefill_gives_the_logits_of_the_exact_one(family: str, tiny_dirs: dict[str, Path]) -> None:
+    """Prefill padded to the graph buckets (rows to a power of two, tokens to 64, window bucketed; what CUDA
+    replays) against the exact shapes: the same logits, and the padding wrote only into the scratch slot."""
+    padded = make_engine(tiny_dirs[family], slots=4, prefix_slots=0, fixed_shapes=True)
+    exact = make_engine(tiny_dirs[family], slots=4, prefix_slots=0)
+    try:
+        assert padded.pad_prefill and not exact.pad_prefill
+        assert not padded.prefill_graphs.on  # nothing is captured on a CPU
+        texts = ["describe the picture", "a dog runs", "is there smoke or fire in the kitchen?"]
+        rows = [(padded.model.prompt(messages(t, image(50 + i))), i, 0, 0) for i, t in enumerate(texts)]
+        rows = [(p, slot, 0, len(p.ids)) for p, slot, _, _ in rows]
+        padded.pool.k.fill_(7.0)
+        got = padded.prefill(rows)
+        want = exact.prefill(rows)
+        assert got.shape == want.shape == (3, padded.model.spec.vocab)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        touched = (padded.pool.k != 7.0).flatten(1).any(-1).tolist()
+        assert touched == [True, True, True, False, True], touched  # slots 0-2, not 3; scratch (4) took padding
+        assert padded.prefill_graphs.stats == {"captured": 0, "replays": 0, "eager_calls": 1}
+    finally:
+        padded.close()
+        exact.close()
+
+
+def test_failed_prefill_capture_falls_back_to_eager(tiny_dirs: dict[str, Path],
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    engine = make_engine(tiny_dirs["gemma3"], slots=2, prefix_slots=0, fixed_shapes=True)
+    exact = make_engine(tiny_dirs["gemma3"], slots=2, prefix_slots=0)
+    try:
+        engine.prefill_graphs.cache.enabled = True  # as on CUDA; the capture then fails here
+        prompt = engine.model.prompt(messages("describe the picture", image(60)))
+        with caplog.at_level(logging.WARNING, logger="framelens.local"):
+            got = engine.prefill([(prompt, 0, 0, len(prompt.ids))])
+        assert [r.getMessage() for r in caplog.records if "capture of the prefill failed" in r.getMessage()]
+        assert not engine.prefill_graphs.on and engine.prefill_graphs.stats["eager_calls"] == 1
+        torch.testing.assert_close(got, exact.prefill([(prompt, 0, 0, len(prompt.ids))]), rtol=1e-5, atol=1e-5)
+        # the parked slots were given back: the row's own slot holds its keys, as in the exact engine
+        n = len(prompt.ids)
+        torch.testing.assert_close(engine.pool.k[0, :, :, :n], exact.pool.k[0, :, :, :n], rtol=1e-5, atol=1e-5)
+    finally:
+        engine.close()
+        exact.close()
