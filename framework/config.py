@@ -141,15 +141,22 @@ class RunConfig:
     def namespaces(self, registry: Registry, source_spec: ComponentSpec | None) -> dict[str, list[type[Options]]]:
         """Each option namespace of this run and the option models that share it."""
         spaces: dict[str, list[type[Options]]] = {}
+        services = False
         for stage in [*self.stages, *self.outputs]:
             spec = registry.find("processor", stage.name) or registry.find("service", stage.name)
             spec = spec or registry.find("output", stage.name)
             if spec is not None:
                 spaces.setdefault(stage.id, []).append(spec.options)
+                services = services or spec.kind == "service"
                 if spec.kind == "processor":
                     spaces[stage.id].append(RateOptions)
         if source_spec is not None:
             spaces.setdefault(source_spec.name, []).append(source_spec.options)
+        if services:
+            # a service (http) opens sources on request (rtsp://..., v4l2://...): their -c options count too
+            for spec in registry.all("source"):
+                if spec.options not in spaces.get(spec.name, []):
+                    spaces.setdefault(spec.name, []).append(spec.options)
         for spec in registry.all("backend"):
             spaces.setdefault(spec.name, []).append(spec.options)
         for name, kind in self.backend_types.items():
@@ -186,6 +193,17 @@ class RunConfig:
                     registry.get("backend", kind)
                 except ConfigError as exc:
                     raise ConfigError(f"backends.{name}.backend: {exc}") from None
+
+    def check_source_settings(self, registry: Registry, source_spec: ComponentSpec | None) -> None:
+        """Validate the ``-c`` settings of sources other than the run's own (those a service opens on
+        request), so a bad value is an error at start rather than on some later request."""
+        for spec in registry.all("source"):
+            if spec is source_spec or spec.name not in self.settings:
+                continue
+            declared = {option_key(f) for f in spec.options.model_fields}
+            raw = {k: v for k, v in self.settings[spec.name].items() if k in declared}
+            origins = {k: self.setting_origin.get((spec.name, k), "-c") for k in raw}
+            parse_options(spec.options, raw, namespace=spec.name, origins=origins)
 
     def check_unused_settings(self, spaces: Mapping[str, list[type[Options]]]) -> None:
         """Every ``-c`` key must be an option of some component in its namespace."""

@@ -118,6 +118,7 @@ class Runtime:
         if self.source_spec is not None:
             self._apply_source_requests(self.source_spec)
         cfg.check_unused_settings(cfg.namespaces(registry, self.source_spec))
+        cfg.check_source_settings(registry, self.source_spec)
         ids = [s.id for s in cfg.stages]
         dup = next((i for i in ids if ids.count(i) > 1), None)
         if dup:

@@ -221,3 +221,24 @@ def test_a_backend_factory_gets_the_name_it_is_shared_under(kit: KitPlugin) -> N
     context.backend("kitfake")
     assert kit.ids["backend"] == ["cam2", "kitfake"]
 
+
+
+def test_a_service_run_takes_options_for_sources_it_opens_on_request() -> None:
+    """`serve` opens rtsp://, v4l2://... when a request names them: their -c options are accepted, checked at
+    start, and reach the sources the service opens; a run without a service still refuses them."""
+    options = {"http-port": 0, "testpattern-width": 123, "testpattern-height": 45}
+    runtime = Pipeline(None, ["http"], ["none"], options=options, need_source=False).build()
+    assert runtime.context is not None  # type: ignore[union-attr]
+    source = runtime.context.make_source("testpattern")  # type: ignore[union-attr]
+    source.open()
+    try:
+        frame = source.read()
+        assert frame is not None and frame.shape[:2] == (45, 123)
+    finally:
+        source.close()
+    bad = r"options\['rtsp-transport'\]: bad value for 'rtsp-transport': 'pigeon'.*'tcp' or 'udp'"
+    with pytest.raises(ConfigError, match=bad):
+        Pipeline(None, ["http"], ["none"], options={"http-port": 0, "rtsp-transport": "pigeon"},
+                 need_source=False).build()
+    with pytest.raises(ConfigError, match="unknown option 'rtsp-transport'"):
+        Pipeline("testpattern", [], ["none"], options={"rtsp-transport": "udp"}).build()
