@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
 import sys
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -60,3 +63,46 @@ def wait_ready(proc: subprocess.Popen[str], url: str, *, path: str = "/v1/health
             pass
         time.sleep(0.1)
     raise AssertionError(f"server did not come up within {timeout:g} s")
+
+
+class TarPit:
+    """A TCP server that accepts every connection and never sends a byte (or, with ``reply``, one line)."""
+
+    def __init__(self, reply: bytes | None = None) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.1)
+        self.port = int(self.listener.getsockname()[1])
+        self.reply = reply
+        self.accepted: list[float] = []
+        self._held: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                continue
+            self.accepted.append(time.monotonic())
+            if self.reply is not None:
+                with contextlib.suppress(OSError):
+                    conn.sendall(self.reply)
+            self._held.append(conn)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        for conn in self._held:
+            conn.close()
+        self.listener.close()
+
+
+@contextlib.contextmanager
+def tar_pit(reply: bytes | None = None) -> Iterator[TarPit]:
+    pit = TarPit(reply)
+    try:
+        yield pit
+    finally:
+        pit.close()

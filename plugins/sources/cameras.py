@@ -212,6 +212,13 @@ class NetworkStreamSource(FFmpegStreamSource):
         self.low_latency = options.low_latency
 
     def open(self) -> SourceInfo:
+        # As for RTSP: OpenCV holds one process-wide lock for every FFmpeg open, so a host that
+        # accepts the connection and never answers would stall every other camera's open for its
+        # whole timeout. One GET of our own first (headers only, in parallel with other opens)
+        # keeps silent hosts and error pages away from that lock.
+        ready, reason = self._ask_server(self.options.open_timeout)
+        if not ready:
+            raise self.error(reason)
         try:
             return super().open()
         except NoFrameError:
@@ -229,18 +236,24 @@ class NetworkStreamSource(FFmpegStreamSource):
 
     def _why_not_opened(self) -> str:
         # OpenCV does not say why; ask the server ourselves to give a useful reason.
+        ready, reason = self._ask_server(min(self.options.open_timeout, 3.0))
+        return f"the server answered with {reason}, which FFmpeg cannot read as video" if ready else reason
+
+    def _ask_server(self, timeout: float) -> tuple[bool, str]:
+        """``(worth opening, reason)`` from one GET (headers only): False with the connection error, the
+        silence or the HTTP error status; True with the content type."""
         try:
-            with httpx.Client(timeout=3, follow_redirects=True) as client, client.stream("GET", self.locator) as r:
+            with httpx.Client(timeout=timeout, follow_redirects=True) as client, \
+                    client.stream("GET", self.locator) as r:
                 if r.status_code >= 400:
-                    return f"the server answered HTTP {r.status_code} {r.reason_phrase}"
-                kind = r.headers.get("content-type", "unknown")
-                return f"the server answered with {kind}, which FFmpeg cannot read as video"
+                    return False, f"the server answered HTTP {r.status_code} {r.reason_phrase}"
+                return True, r.headers.get("content-type", "unknown")
         except httpx.ConnectError as exc:
-            return f"cannot connect ({_root_cause(exc)})"
+            return False, f"cannot connect ({_root_cause(exc)})"
         except httpx.TimeoutException:
-            return "the server did not answer in time"
+            return False, f"the server did not answer in {timeout:g} s"
         except httpx.HTTPError as exc:
-            return f"HTTP request failed ({redact(str(exc))})"
+            return False, f"HTTP request failed ({redact(str(exc))})"
 
 
 def _root_cause(exc: BaseException) -> str:

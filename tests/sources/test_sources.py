@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from helpers import ROOT, free_port, make_video, run_cli
+from helpers import ROOT, free_port, make_video, run_cli, tar_pit
 
 from framelens import ConfigError, Event, EventBus, LiveCapture, SourceError
 from framelens.plugin_manager import get_plugin_manager
@@ -257,6 +257,41 @@ def test_http_mjpeg_stream_delivers_advancing_frames(mjpeg_server: int) -> None:
     assert {f.image.shape for f in out.frames} == {(240, 320, 3)}
     codes = [read_code(f.image) for f in out.frames]
     assert all(b > a for a, b in zip(codes, codes[1:], strict=False)), codes
+
+
+def test_a_silent_http_host_fails_within_its_timeout_and_blocks_no_other_open(mjpeg_server: int) -> None:
+    """A host that accepts the connection and never answers: our own GET gives up after open_timeout,
+    before OpenCV's process-wide FFmpeg open lock is taken, so a good stream opens meanwhile."""
+    with tar_pit() as pit:
+        dead = NetworkStreamSource(f"http://127.0.0.1:{pit.port}/stream.mjpg", StreamOptions(open_timeout=3))
+        failed: list[BaseException] = []
+
+        def open_dead() -> None:
+            try:
+                dead.open()
+            except BaseException as exc:
+                failed.append(exc)
+
+        started = time.monotonic()
+        thread = threading.Thread(target=open_dead)
+        thread.start()
+        deadline = time.monotonic() + 2
+        while not pit.accepted and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert pit.accepted, "the pre-flight never connected"
+        good = NetworkStreamSource(f"http://127.0.0.1:{mjpeg_server}/stream.mjpg", StreamOptions())
+        try:
+            good.open()
+            opened_after = time.monotonic() - started
+            assert good.read() is not None
+        finally:
+            good.close()
+        thread.join(10)
+        took = time.monotonic() - started
+    assert opened_after < 2.5, f"the good stream waited {opened_after:.1f} s behind the silent host"
+    assert len(failed) == 1 and isinstance(failed[0], SourceError), failed
+    assert "did not answer in 3 s" in str(failed[0])
+    assert 2.9 < took < 6
 
 
 def test_http_stream_reconnects_after_the_server_restarts() -> None:
