@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import cv2
@@ -106,3 +106,13 @@ def tar_pit(reply: bytes | None = None) -> Iterator[TarPit]:
         yield pit
     finally:
         pit.close()
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, *, interval: float = 0.02) -> float:
+    """Poll ``predicate`` until it is true; the seconds it took. AssertionError naming ``what`` after ``timeout``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"{what} within {timeout} s")
+        time.sleep(interval)
+    return time.monotonic() - start

@@ -18,7 +18,9 @@ import httpx
 import pytest
 from helpers import free_port
 
-from framelens import BackendError, Pipeline
+from framelens import BackendError, Context, Pipeline, Stream
+from framelens.capture import LiveCapture
+from framelens.runtime import Runtime
 from framelens.testing import FakeBackend, FakeBackendPlugin, FakeRequest, plugin_registered
 
 CHAT_ANSWER = "The camera shows a colourful test pattern with a moving frame counter in the middle"
@@ -95,8 +97,22 @@ class Service:
             time.sleep(0.1)
         raise TimeoutError("the service did not start")
 
+    @property
+    def context(self) -> Context:
+        runtime = self.pipeline.runtime
+        assert isinstance(runtime, Runtime) and runtime.context is not None, "the service has not started"
+        return runtime.context
+
+    def add_stream(self, stream_id: str) -> None:
+        """A second live test pattern under ``stream_id``, opened as a request would open it (no pipeline)."""
+        capture = LiveCapture(self.context.make_source("testpattern"), stream_id, self.context.events)
+        capture.start(wait_open=True)
+        self.context.streams.add(Stream(stream_id, f"testpattern#{stream_id}", capture, origin="api",
+                                        opened_at=time.time()))
+
     def _main_listed(self) -> bool:
-        context = self.pipeline.runtime.context if self.pipeline.runtime is not None else None
+        runtime = self.pipeline.runtime
+        context = runtime.context if isinstance(runtime, Runtime) else None
         return context is not None and any(s.id == "main" for s in context.streams.list())
 
     def stop(self) -> None:

@@ -17,12 +17,10 @@ from helpers import free_port, run_cli
 from framelens import (
     ConfigError,
     Context,
-    LiveCapture,
     Options,
     Pipeline,
     RegisterPluginOptions,
     Site,
-    Stream,
     hookimpl,
 )
 from framelens.plugin_manager import get_plugin_manager
@@ -242,12 +240,9 @@ def _status_streams(base: str, wait: float = 0.0) -> dict[str, Any]:
 
 def test_status_gives_each_stream_its_pipeline_numbers_from_the_metrics(service: Callable[..., Service]) -> None:
     svc = service()
-    assert svc.pipeline.runtime is not None and svc.pipeline.runtime.context is not None
-    context = svc.pipeline.runtime.context
+    context = svc.context
     # A stream opened as a request would open it: live, but no pipeline processes it.
-    capture = LiveCapture(context.make_source("testpattern"), "cam2", context.events)
-    capture.start(wait_open=True)
-    context.streams.add(Stream("cam2", "testpattern#2", capture, origin="api", opened_at=time.time()))
+    svc.add_stream("cam2")
     _status_streams(svc.base, wait=0.5)  # the first call starts the window
     streams = _status_streams(svc.base, wait=1.5)
     metrics = httpx.get(svc.base + "/metrics", timeout=10).text

@@ -11,8 +11,6 @@ import httpx
 import pytest
 from conftest import CHAT_ANSWER, Service
 
-from framelens import LiveCapture, Stream
-
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -224,12 +222,9 @@ def test_phone_and_4k_in_both_themes(service: Callable[..., Service], browser: A
 def test_selecting_a_stream_makes_it_big(service: Callable[..., Service], browser: Any,
                                          shots: Callable[[Any, str], Path]) -> None:
     svc = service()
-    assert svc.pipeline.runtime is not None and svc.pipeline.runtime.context is not None
-    context = svc.pipeline.runtime.context
+    context = svc.context
     # A second live stream, as a request would open it: another test pattern under its own id.
-    capture = LiveCapture(context.make_source("testpattern"), "cam2", context.events)
-    capture.start(wait_open=True)
-    context.streams.add(Stream("cam2", "testpattern#2", capture, origin="api", opened_at=time.time()))
+    svc.add_stream("cam2")
     page, errors = open_page(browser, svc.base + "/")
     wait_live(page)
     page.wait_for_selector("#streams [data-stream=cam2]")
@@ -253,12 +248,9 @@ def test_stream_cards_show_the_pipelines_rate_and_latency(service: Callable[...,
     import re
 
     svc = service()
-    assert svc.pipeline.runtime is not None and svc.pipeline.runtime.context is not None
-    context = svc.pipeline.runtime.context
+    context = svc.context
     # A stream no pipeline processes: its card shows no pipeline numbers.
-    capture = LiveCapture(context.make_source("testpattern"), "cam2", context.events)
-    capture.start(wait_open=True)
-    context.streams.add(Stream("cam2", "testpattern#2", capture, origin="api", opened_at=time.time()))
+    svc.add_stream("cam2")
     page, errors = open_page(browser, svc.base + "/")
     wait_live(page)
     pattern = r"processed (\d+\.\d) fps · (\d+(?:\.\d)?) ms latency"

@@ -9,10 +9,9 @@ import socket
 import subprocess
 import threading
 import time
-from typing import Any
 
 import pytest
-from helpers import free_port
+from helpers import free_port, wait_until
 from rtsp_helpers import PATTERN, Framelens, ffprobe, serving
 
 from framelens import EventBus, SourceError
@@ -76,15 +75,6 @@ def _camera(port: int) -> Framelens:
     return cam
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"{what} within {timeout} s")
-        time.sleep(0.02)
-    return time.monotonic() - start
-
-
 def test_a_stalled_camera_is_stale_at_once_lost_after_the_read_timeout_and_only_once() -> None:
     """SIGSTOP the camera: its TCP connection stays open, frames stop."""
     port = free_port()
@@ -96,17 +86,17 @@ def test_a_stalled_camera_is_stale_at_once_lost_after_the_read_timeout_and_only_
     capture = LiveCapture(source, "cam", events, backoff=0.2, max_backoff=0.5)
     try:
         capture.start(wait_open=True)
-        _wait(lambda: capture.captured > 10, 20, "no frames from the camera")
+        wait_until(lambda: capture.captured > 10, 20, "no frames from the camera")
         assert capture.state == "live"
         os.kill(cam.proc.pid, signal.SIGSTOP)
         stopped = time.monotonic()
-        to_stale = _wait(lambda: capture.state == "stale", 5, "not stale")
-        _wait(lambda: capture.state == "lost", 10, "not lost")
+        to_stale = wait_until(lambda: capture.state == "stale", 5, "not stale")
+        wait_until(lambda: capture.state == "lost", 10, "not lost")
         to_lost = time.monotonic() - stopped
         time.sleep(3.0)  # reopen attempts fail meanwhile (the camera cannot answer)
         lost_during_outage = states.count("lost")
         os.kill(cam.proc.pid, signal.SIGCONT)
-        to_recover = _wait(lambda: capture.state == "live" and capture.frame_age() < 0.5, 30, "did not recover")
+        to_recover = wait_until(lambda: capture.state == "live" and capture.frame_age() < 0.5, 30, "did not recover")
     finally:
         os.kill(cam.proc.pid, signal.SIGCONT)
         capture.stop()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from typing import Any
 
 import pytest
+from helpers import wait_until
 from rtsp_helpers import assert_counter_advances, codes, ffprobe, open_client, port_is_free, read_frames
 
 from framelens import ConfigError, Context, Pipeline, Site
@@ -26,15 +26,6 @@ def _status(port: int, path: str) -> str:
         return sock.recv(4096).decode("latin-1").split("\r\n", 1)[0]
 
 
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(what)
-
-
 def _camera(width: int, height: int) -> dict[str, Any]:
     return {"source": "testpattern",
             "options": {"testpattern-width": width, "testpattern-height": height, "testpattern-fps": 15}}
@@ -49,7 +40,7 @@ def test_two_cameras_of_a_site_share_one_port_and_one_stopping_leaves_the_other(
     runner = threading.Thread(target=lambda: result.update(report=site.run()), daemon=True)
     runner.start()
     try:
-        _wait(lambda: not port_is_free(port), 30, "nothing listens on the shared port")
+        wait_until(lambda: not port_is_free(port), 30, "nothing listens on the shared port")
         # Each path is its own camera: ffprobe sees each camera's own size.
         door = ffprobe(f"rtsp://127.0.0.1:{port}/door")
         garage = ffprobe(f"rtsp://127.0.0.1:{port}/garage")
@@ -60,7 +51,7 @@ def test_two_cameras_of_a_site_share_one_port_and_one_stopping_leaves_the_other(
         cap = open_client(f"rtsp://127.0.0.1:{port}/garage")
         before = codes(read_frames(cap, 15))
         site.cameras["door"].stop()
-        _wait(lambda: _status(port, "/door").startswith("RTSP/1.0 404"), 30, "the door's path is still served")
+        wait_until(lambda: _status(port, "/door").startswith("RTSP/1.0 404"), 30, "the door's path is still served")
         after = read_frames(cap, 30)
         cap.release()
         assert after[0].shape == (144, 192, 3)

@@ -6,12 +6,11 @@ import contextlib
 import re
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import free_port, run_cli
+from helpers import free_port, run_cli, wait_until
 from rtsp_helpers import PATTERN, Collector, Framelens, assert_counter_advances, serving
 
 from framelens import SourceError
@@ -37,15 +36,6 @@ def _source_events(fl: Framelens) -> list[dict[str, object]]:
     return [e["payload"] for e in fl.read_events() if e["type"] == "source"]
 
 
-def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(what)
-
-
 def test_survives_a_camera_restart_and_reports_it(tmp_path: Path) -> None:
     """camera (framelens A) -> framelens B reading it over RTSP and re-serving it -> a viewer.
 
@@ -67,7 +57,7 @@ def test_survives_a_camera_restart_and_reports_it(tmp_path: Path) -> None:
         viewer.wait_for(lambda s: len(s) >= 20 and s[-1][1] >= 15, 60, "the viewer got no camera frames")
         assert camera.stop() == 0, camera.stderr
 
-        _wait(lambda: any(p["state"] == "lost" for p in _source_events(relay)), 30, "no 'lost' event")
+        wait_until(lambda: any(p["state"] == "lost" for p in _source_events(relay)), 30, "no 'lost' event")
         before = len(viewer.samples)
         last_code = viewer.samples[-1][1]
         viewer.wait_for(lambda s: len(s) >= before + 15, 30, "the relay's stream stopped with its camera")
@@ -75,7 +65,7 @@ def test_survives_a_camera_restart_and_reports_it(tmp_path: Path) -> None:
         camera = Framelens(cam_args)
         camera.wait_listening(cam_port)
         restart = len(viewer.samples)
-        _wait(lambda: [p["state"] for p in _source_events(relay)].count("connected") >= 2, 60,
+        wait_until(lambda: [p["state"] for p in _source_events(relay)].count("connected") >= 2, 60,
               "no second 'connected' event after the camera came back")
         # The camera's counter restarted: the viewer sees smaller numbers again, advancing.
         def new_frames(samples: list[tuple[float, int]]) -> list[int]:
