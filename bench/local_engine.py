@@ -10,7 +10,10 @@ Models (random weights, seeded, no download; decode speed does not depend on the
   device in ``--dtype``. Only config, tokenizer and processor go to disk: the engine takes the very tensors
   of the transformers model (one copy of the weights, no 8 GB safetensors file);
 - ``--preset gemma3-mini``: the same structure small enough for a CPU (hidden 256, 6 layers, a 2-layer SigLIP
-  at 224 px, still 256 image tokens and the full vocabulary), to try the script without a GPU.
+  at 224 px, still 256 image tokens and the full vocabulary), to try the script without a GPU;
+- ``--preset qwen2.5-vl-3b``: Qwen2.5-VL-3B's shapes (text: hidden 2048, 36 layers, 16 heads, 2 KV heads,
+  MLP 11008, vocabulary 151,936, tied head, mRoPE; vision: 32 blocks of 1280, windowed with 4 full-attention
+  blocks, 2x2 patch merger), and ``qwen2.5-vl-mini`` its CPU-sized sibling, built the same way.
 
 Both sides answer the same prompts (a 640x480 frame plus a question of about 40 tokens for the Gemma presets),
 greedy, EOS ignored so every answer has the same length:
@@ -39,6 +42,7 @@ and other / engine for times (> 1 = the engine is faster).
     .venv/bin/python bench/local_engine.py [--preset tiny|gemma3-mini|gemma3-4b] [--device cpu|cuda]
         [--dtype float32|bfloat16] [--hidden 768] [--layers 12] [--batch 8] [--tokens 64] [--repeats 3]
         [--capacity 1024] [--rules 50] [--profile]
+    (presets: tiny, gemma3-4b, gemma3-mini, qwen2.5-vl-3b, qwen2.5-vl-mini)
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ from framelens.plugins.vlm.local.measure import DEFAULT_TEXT, frame, measure_eng
 from framelens.plugins.vlm.local.model import LoadedModel
 from framelens.plugins.vlm.local.tiny import build_tiny_model
 
-__all__ = ["GEMMA3_SHAPES", "HFSide", "build_gemma3", "copy_bandwidth", "shared_weights", "sync"]
+__all__ = ["GEMMA3_SHAPES", "QWEN25VL_SHAPES", "HFSide", "build_gemma3", "build_qwen25vl", "copy_bandwidth",
+           "shared_weights", "sync"]
 
 # about 40 text tokens with the tiny tokenizer (Gemma 3's real prompts are of that order)
 GEMMA_TEXT = "You watch a security camera. Describe the people and vehicles in this frame in one short sentence."
@@ -139,6 +144,8 @@ class HFSide:
         kw = ({"vision_feature_layer": self.model.config.vision_feature_layer,
                "vision_feature_select_strategy": "default"} if hasattr(self.model.config, "vision_feature_layer")
               else {})
+        if "image_grid_thw" in inp:  # Qwen2.5-VL: the patches need their grid
+            kw["image_grid_thw"] = inp["image_grid_thw"]
         sync(self.device)
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -190,6 +197,52 @@ def build_gemma3(preset: str, directory: Path, device: torch.device, dtype: torc
     size = shapes["vision"]["image_size"]
     proc = T.Gemma3Processor(image_processor=T.Gemma3ImageProcessor(size={"height": size, "width": size}),
                              tokenizer=tok, image_seq_length=256, chat_template=tok.chat_template)
+    proc.save_pretrained(out)
+    return out, model
+
+
+QWEN25VL_SHAPES: dict[str, dict[str, Any]] = {
+    "qwen2.5-vl-3b": {"text": dict(hidden_size=2048, num_hidden_layers=36, num_attention_heads=16,
+                                   num_key_value_heads=2, intermediate_size=11008), "mrope": [16, 24, 24],
+                      "vision": dict(depth=32, hidden_size=1280, intermediate_size=3420, num_heads=16,
+                                     fullatt_block_indexes=[7, 15, 23, 31])},
+    "qwen2.5-vl-mini": {"text": dict(hidden_size=256, num_hidden_layers=4, num_attention_heads=8,
+                                     num_key_value_heads=2, intermediate_size=1024), "mrope": [4, 6, 6],
+                        "vision": dict(depth=2, hidden_size=64, intermediate_size=128, num_heads=4,
+                                       fullatt_block_indexes=[1])},
+}
+
+
+def build_qwen25vl(preset: str, directory: Path, device: torch.device, dtype: torch.dtype) -> tuple[Path, Any]:
+    """A random Qwen2.5-VL of ``preset``'s shapes (vocabulary 151,936, tied head, mRoPE, 14 px
+    patches merged 2x2, windowed attention), built on ``device`` in ``dtype``; frames resized to about 448x448 px,
+    aspect kept (234 image tokens for a 640x480 frame), as ``local-max-pixels`` does by default."""
+    import transformers
+
+    from framelens.plugins.vlm.local.qwen import load_processor
+
+    T: Any = transformers
+    tiny = build_tiny_model("qwen2_5_vl", directory / "tokenizer-source", layers=2, hidden=64)
+    tiny_cfg = json.loads((tiny / "config.json").read_text())
+    shapes = QWEN25VL_SHAPES[preset]
+    ids = {k: tiny_cfg["text_config"][k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+    text = dict(vocab_size=151936, max_position_embeddings=32768, rms_norm_eps=1e-6, tie_word_embeddings=True,
+                rope_parameters={"rope_type": "default", "mrope_section": shapes["mrope"], "rope_theta": 1e6},
+                **shapes["text"], **ids)
+    vision = dict(patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=112,
+                  out_hidden_size=shapes["text"]["hidden_size"], tokens_per_second=2, **shapes["vision"])
+    cfg = T.Qwen2_5_VLConfig(vision_config=vision, text_config=text, tie_word_embeddings=True,
+                             **{k: tiny_cfg[k] for k in ("image_token_id", "video_token_id", "vision_start_token_id",
+                                                         "vision_end_token_id")}, **ids)
+    cfg.architectures = ["Qwen2_5_VLForConditionalGeneration"]
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = T.Qwen2_5_VLForConditionalGeneration._from_config(cfg, dtype=dtype).eval()
+    out = directory / preset
+    model.config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    proc = load_processor(tiny, ["Qwen2_5_VLForConditionalGeneration"])
+    proc.image_processor.min_pixels = proc.image_processor.max_pixels = 448 * 448
     proc.save_pretrained(out)
     return out, model
 
@@ -304,7 +357,7 @@ def _machine(device: torch.device) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=("tiny", *GEMMA3_SHAPES), default="tiny")
+    ap.add_argument("--preset", choices=("tiny", *GEMMA3_SHAPES, *QWEN25VL_SHAPES), default="tiny")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32")
     ap.add_argument("--hidden", type=int, default=768, help="tiny preset only")
@@ -333,14 +386,16 @@ def main() -> None:
             hf_side = HFSide.load(path, device, dtype, text)
         else:
             text = GEMMA_TEXT
-            path, hf_model = build_gemma3(args.preset, Path(tmp), device, dtype)
+            qwen = args.preset in QWEN25VL_SHAPES
+            build = build_qwen25vl if qwen else build_gemma3
+            path, hf_model = build(args.preset, Path(tmp), device, dtype)
             with shared_weights(hf_model):
                 config = json.loads((path / "config.json").read_text())
-                model = LoadedModel(ModelFiles(path, args.preset, config, "gemma3", ()), device, dtype)
-            import transformers
+                family = "qwen2_5_vl" if qwen else "gemma3"
+                model = LoadedModel(ModelFiles(path, args.preset, config, family, ()), device, dtype)
+            from framelens.plugins.vlm.local.qwen import load_processor
 
-            hf: Any = transformers
-            hf_side = HFSide(hf_model, hf.AutoProcessor.from_pretrained(path), device, text)
+            hf_side = HFSide(hf_model, load_processor(path, config.get("architectures") or []), device, text)
         wbytes = _weight_bytes(model.decoder)
         bandwidth = copy_bandwidth(device, args.copy_gb or (4.0 if device.type == "cuda" else 0.5))
         # progress on stderr, so a run cut short by a time limit still shows what it measured

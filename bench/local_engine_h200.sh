@@ -3,7 +3,8 @@
 # Gemma-3-4B-shaped benchmark, each under its own time limit (a hang in the second keeps the first's output).
 # On the device machine framelens is not installed: the tree is copied into a package layout, and the few
 # packages that machine lacks come from carried wheels in .whl/ (see the device README).
-#   OUT=/tmp/out bash bench/local_engine_h200.sh     (DEVICE, PRESET, PY, REPEATS override, to try it on a CPU)
+#   OUT=/tmp/out bash bench/local_engine_h200.sh     (DEVICE, PRESET, PY, REPEATS, CHECK_S, BENCH_S override;
+#   QWEN_S=SECONDS adds the Qwen2.5-VL-3B-shaped bench, QWEN_PRESET=qwen2.5-vl-mini to try it on a CPU)
 set -o pipefail
 OUT=${OUT:-/tmp/local-engine-out}; mkdir -p "$OUT"
 PY=${PY:-python3}; DEVICE=${DEVICE:-cuda}; PRESET=${PRESET:-gemma3-4b}; DTYPE=${DTYPE:-bfloat16}
@@ -27,3 +28,10 @@ echo "== bench"
 timeout ${BENCH_S:-270} $PY bench/local_engine.py --preset "$PRESET" --device "$DEVICE" --dtype "$DTYPE" --batch 8 \
     --tokens 64 --capacity 1024 --rules 50 --profile --repeats "${REPEATS:-3}" 2> >(grep -v "it/s\]" | tee "$OUT/bench.err" >&2) | tee "$OUT/bench.json"
 echo "bench rc=$?"
+if [ -n "${QWEN_S:-}" ]; then  # the Qwen2.5-VL-3B-shaped report, when the time limit allows it
+    echo "== bench qwen"
+    timeout "$QWEN_S" $PY bench/local_engine.py --preset "${QWEN_PRESET:-qwen2.5-vl-3b}" --device "$DEVICE" \
+        --dtype "$DTYPE" --batch 8 --tokens 64 --capacity 1024 --rules 50 --repeats "${REPEATS:-3}" \
+        2> >(grep -v "it/s\]" | tee "$OUT/bench-qwen.err" >&2) | tee "$OUT/bench-qwen.json"
+    echo "bench qwen rc=$?"
+fi
