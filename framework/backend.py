@@ -106,6 +106,11 @@ class GenerationParams:
     each backend sends them under its own names. ``extra`` carries backend-specific
     request fields (``media_io_kwargs``, ``keep_alive``...) that the backend
     documents; backends ignore keys they do not know.
+
+    ``priority`` is ``"background"`` for requests nobody waits on (the describer,
+    alert rules); a backend that queues requests itself (the ``local`` engine)
+    starts every waiting ``"interactive"`` one (an API client) first. Backends
+    that do not queue ignore it.
     """
 
     model: str | None = None
@@ -123,6 +128,7 @@ class GenerationParams:
     json_object: bool = False
     timeout: float | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
+    priority: Literal["interactive", "background"] = "interactive"
 
     def used(self) -> set[str]:
         """Names of the parameters that are set, for :attr:`VLMBackend.supports` checks."""

@@ -144,7 +144,8 @@ class Evaluator:
     def _params(self, max_tokens: int, schema: dict[str, Any] | None = None) -> GenerationParams:
         temperature = 0.0 if "temperature" in self.backend.supports else None
         return GenerationParams(model=self.model, max_tokens=self.max_tokens or max_tokens,
-                                temperature=temperature, json_schema=schema, timeout=self.timeout)
+                                temperature=temperature, json_schema=schema, timeout=self.timeout,
+                                priority="background")
 
     async def evaluate(self, image: ImagePart, rules: Sequence[AlertRule]) -> Evaluation:
         """Ask about every rule in ``rules``; request failures become unknown answers, never exceptions."""

@@ -289,7 +289,7 @@ class Describer(Processor):
         part, size = await asyncio.to_thread(self._encode, self._clip(frame))
         params = GenerationParams(
             model=self.model, max_tokens=self.options.max_tokens,
-            temperature=self.options.temperature, timeout=self.timeout,
+            temperature=self.options.temperature, timeout=self.timeout, priority="background",
         )
         base = Description("", self.key, frame.index, frame.timestamp, requested_at=requested,
                            staleness=staleness, image_size=size,

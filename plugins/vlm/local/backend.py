@@ -144,7 +144,7 @@ class LocalBackend(VLMBackend):
 
         job = engine.job(prompt, max_tokens=min(params.max_tokens or self.options.max_tokens, budget),
                          sampling=sampling, sink=sink, stops=tuple(params.stop),
-                         replace_key=params.extra.get("replace_key"))
+                         replace_key=params.extra.get("replace_key"), background=params.priority == "background")
         engine.submit(job)
         model = self.options.model
         try:
@@ -206,7 +206,7 @@ class LocalBackend(VLMBackend):
             except RuntimeError:  # the caller's loop is closed
                 pass
 
-        job = engine.choice_job(prompts, ids, sink)
+        job = engine.choice_job(prompts, ids, sink, background=params.priority == "background")
         engine.submit(job)
         timeout = params.timeout or self.options.timeout
         try:

@@ -132,6 +132,10 @@ class Engine:
                     self.stats["replaced"] += 1
                     old.sink("error", RequestReplaced(job.replace_key))
                     break
+        if not job.background:  # an API client goes before the describer and the alert rules
+            at = next((i for i, w in enumerate(self.waiting) if w.background), len(self.waiting))
+            self.waiting.insert(at, job)
+            return
         self.waiting.append(job)
 
     def _release(self, job: Job) -> None:
@@ -393,11 +397,12 @@ class EngineAPI(Engine):
         return SamplingParams(self.model.device, temperature, top_p, top_k, seed)
 
     def job(self, prompt: Prompt, *, max_tokens: int, sampling: SamplingParams, sink: Sink,
-            stops: tuple[str, ...] = (), replace_key: str | None = None) -> Job:
-        return Job(prompt, max_tokens, sampling, sink, stops, replace_key)
+            stops: tuple[str, ...] = (), replace_key: str | None = None, background: bool = False) -> Job:
+        return Job(prompt, max_tokens, sampling, sink, stops, replace_key, background)
 
-    def choice_job(self, prompts: list[Prompt], choice_ids: list[list[int]], sink: Sink) -> ChoiceJob:
-        return ChoiceJob(prompts, choice_ids, sink)
+    def choice_job(self, prompts: list[Prompt], choice_ids: list[list[int]], sink: Sink,
+                   background: bool = False) -> ChoiceJob:
+        return ChoiceJob(prompts, choice_ids, sink, background)
 
     def choice_tokens(self, choices: Sequence[str]) -> list[list[int]]:
         """The first tokens that start each choice (see :func:`.choices.choice_tokens`)."""

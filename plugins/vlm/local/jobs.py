@@ -43,6 +43,7 @@ class Job:
     sink: Sink
     stops: tuple[str, ...] = ()
     replace_key: str | None = None
+    background: bool = False  # started after every waiting interactive request
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)
     slot: int = -1
@@ -65,5 +66,6 @@ class ChoiceJob:
     prompts: list[Prompt]
     choice_ids: list[list[int]]
     sink: Sink
+    background: bool = False
     cancelled: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.monotonic)

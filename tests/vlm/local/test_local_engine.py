@@ -97,6 +97,55 @@ def test_newer_request_replaces_a_waiting_one(tiny_dirs: dict[str, Path]) -> Non
         engine.close()
 
 
+def test_an_interactive_request_starts_before_waiting_background_ones(tiny_dirs: dict[str, Path]) -> None:
+    """One slot, busy: two background requests (describer, alert rules) and then an API client's wait; the
+    client's goes first when the slot frees, then the background ones in their order."""
+    engine = make_engine(tiny_dirs["llava"], slots=1, prefix_slots=0)
+    try:
+        p = engine.model.prompt(messages("describe the picture", image(8)))
+        greedy = engine.sampling(temperature=0, top_p=1, top_k=0, seed=None)
+        started: list[str] = []
+        finished = threading.Semaphore(0)
+
+        def sink_for(name: str) -> Any:
+            def sink(kind: str, value: Any) -> None:
+                if kind == "text" and name not in started:
+                    started.append(name)
+                if kind in ("done", "error"):
+                    if name not in started:
+                        started.append(name)
+                    finished.release()
+            return sink
+
+        busy = engine.job(p, max_tokens=30, sampling=greedy, sink=sink_for("busy"))
+        engine.submit(busy)
+        _wait(lambda: busy.generated >= 1)
+        for name in ("describe", "alerts"):
+            engine.submit(engine.job(p, max_tokens=3, sampling=greedy, sink=sink_for(name), background=True))
+        engine.submit(engine.job(p, max_tokens=3, sampling=greedy, sink=sink_for("client")))
+        for _ in range(4):
+            assert finished.acquire(timeout=30)
+        assert started == ["busy", "client", "describe", "alerts"]
+    finally:
+        engine.close()
+
+
+def test_the_describer_and_alert_rules_ask_at_background_priority() -> None:
+    """Their requests carry priority="background" (so a queueing backend serves API clients first); a
+    request made without saying stays interactive."""
+    from framelens import GenerationParams
+    from framelens.testing import FakeBackend, backend_registered, run_pipeline
+
+    assert GenerationParams().priority == "interactive"
+    backend = FakeBackend(lambda request: "no")
+    with backend_registered("prio", backend):
+        run_pipeline(["-s", "testpattern", "--fps", "30", "--max-frames", "45", "--backend", "prio",
+                      "-p", "describe", "-c", "describe-interval=0.1", "-p", "alerts",
+                      "-c", "alerts-rules=Is there smoke?", "-c", "alerts-interval=0.1", "-o", "none"])
+    kinds = {("alerts" if "smoke" in r.text else "describe"): r.params.priority for r in backend.requests}
+    assert kinds == {"describe": "background", "alerts": "background"}, kinds
+
+
 def test_prefix_reuse_gives_the_same_answer_and_skips_the_image(tiny_dirs: dict[str, Path],
                                                                 engines: dict[str, Any]) -> None:
     for family in ("llava", "gemma3", "qwen2_5_vl"):  # Qwen: the tail's mRoPE positions after a cached image
