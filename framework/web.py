@@ -185,9 +185,12 @@ async def read_json(request: Request, model: type[M]) -> M:
         raise ApiError(400, f"could not parse the JSON body: {exc}", code="invalid_json") from None
 
 
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # not one encoder per call
+
+
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """A compact JSON response (``ensure_ascii=False``: captions are often not English)."""
-    body = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    body = _compact_json(data)
     return Response(body, status, headers=headers, media_type="application/json")
 
 

@@ -52,6 +52,23 @@ async def _close_generator(chunks: AsyncIterator[ChatChunk]) -> None:
         log.debug("closing a backend stream failed", exc_info=True)
 
 
+class _Deadline:
+    """Set off by a timer: cancels ``task`` if it is waiting for the backend, else marks the time as up."""
+
+    __slots__ = ("expired", "fired", "task")
+
+    def __init__(self) -> None:
+        self.expired = False
+        self.fired = False
+        self.task: asyncio.Task[object] | None = None
+
+    def expire(self) -> None:
+        self.expired = True
+        if self.task is not None and not self.fired:
+            self.fired = True
+            self.task.cancel()
+
+
 class BackendStream:
     """Chunks of one backend answer; iterate :meth:`chunks`, then :meth:`aclose` (always)."""
 
@@ -69,17 +86,35 @@ class BackendStream:
         Raises :class:`TimeoutError` when the request's time runs out mid-stream.
         """
         current: ChatChunk | None = self.first
-        while current is not None:
-            yield current
-            if current.finish_reason is not None:
-                return
-            remaining = max(0.001, self._deadline - time.perf_counter())
-            try:
-                current = await asyncio.wait_for(self._rest.__anext__(), remaining)
-            except StopAsyncIteration:
-                return
-            except asyncio.TimeoutError:
-                raise TimeoutError("the backend stopped answering in time") from None
+        # One timer for the whole answer instead of an asyncio.wait_for (a task and a
+        # timer) per chunk; it cancels the task only while it waits for the backend.
+        loop = asyncio.get_running_loop()
+        guard = _Deadline()
+        timer = loop.call_later(max(0.0, self._deadline - time.perf_counter()), guard.expire)
+        try:
+            while current is not None:
+                yield current
+                if current.finish_reason is not None:
+                    return
+                guard.task = asyncio.current_task()
+                if guard.expired:
+                    # Out of time: what the backend has already sent still gets a moment, as before.
+                    loop.call_later(0.001, guard.expire)
+                try:
+                    current = await self._rest.__anext__()
+                except StopAsyncIteration:
+                    return
+                except asyncio.CancelledError:
+                    if not guard.fired:
+                        raise
+                    uncancel = getattr(guard.task, "uncancel", None)  # Python 3.11+: our cancellation, handled
+                    if uncancel is not None and uncancel() > 0:
+                        raise
+                    raise TimeoutError("the backend stopped answering in time") from None
+                finally:
+                    guard.task = None
+        finally:
+            timer.cancel()
 
     async def aclose(self) -> None:
         with anyio.CancelScope(shield=True):

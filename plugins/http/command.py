@@ -7,11 +7,15 @@ The ``http`` plugin adds this command through the ``register_commands`` hook; it
 from __future__ import annotations
 
 import argparse
+import gc
 
 from framelens import CommandRegister, Pipeline
 from framelens.cli import add_pipeline_arguments, config_from_args
 
-__all__ = ["add_serve_command", "handle"]
+__all__ = ["add_serve_command", "handle", "tune_gc"]
+
+GC_THRESHOLD = (50_000, 10, 10)
+"""The collector's thresholds while serving (Python's default: 700, 10, 10)."""
 
 EXAMPLES = """\
 examples:
@@ -43,6 +47,23 @@ def add_serve_command(cli: CommandRegister) -> None:
     p.set_defaults(handler=handle)
 
 
+def tune_gc() -> None:
+    """Keep Python's cyclic garbage collector from taking a fifth of a busy service's CPU.
+
+    With Python's defaults it ran about 100 times a second under load, found nothing
+    (a request's objects are freed by reference counting) and took 20-25 % of the
+    process's CPU: young collections scanned the objects of the requests in flight,
+    full ones the ~90,000 objects that import and start-up left, again and again.
+    Those are frozen (they live as long as the process), and a collection starts
+    after 50,000 net new objects instead of 700: at 64 clients the requests in flight
+    never reach it, at 256 a few times a minute (at 10,000 it still took 16 %).
+    Cyclic garbage is still collected, only later.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLD)
+
+
 def handle(args: argparse.Namespace) -> int:
     ids = [ident or name for name, _, ident in (p.partition(":") for p in args.processor) if name == "http"]
     if not ids:
@@ -58,5 +79,7 @@ def handle(args: argparse.Namespace) -> int:
         chosen = [value for key, value, _ in cfg.raw_settings if key == f"{service}-backend"]
         if chosen:
             cfg.run["backend"] = str(chosen[-1])
-    Pipeline.from_config(cfg, need_source=bool(args.source)).run()
+    pipeline = Pipeline.from_config(cfg, need_source=bool(args.source))
+    tune_gc()
+    pipeline.run()
     return 0

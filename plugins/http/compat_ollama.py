@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from framelens import ChatMessage, ContentPart, GenerationParams, TextPart, Usage, VLMTimings, __version__
 
@@ -32,6 +32,7 @@ from .media import decode_base64_image
 from .routing import RouteTable, json_response, read_json
 from .schema import MAX_TOKENS, StrictModel
 from .state import ApiState, api_state
+from .streaming import BufferedStreamingResponse
 
 __all__ = ["OllamaChatRequest", "OllamaGenerateRequest", "add_ollama_routes"]
 
@@ -195,7 +196,8 @@ async def _answer(api: ApiState, request: Request, req: _OllamaBase, messages: l
                               "done": True,
                               "done_reason": last.finish_reason or "stop",
                               **_final(last.usage, last.timings, int((time.perf_counter() - started) * 1e9))})
-    return StreamingResponse(_ndjson(api, request, req, stream, piece, started), media_type="application/x-ndjson")
+    return BufferedStreamingResponse(_ndjson(api, request, req, stream, piece, started),
+                                     media_type="application/x-ndjson")
 
 
 async def _ndjson(api: ApiState, request: Request, req: _OllamaBase, stream: BackendStream, piece: Any,

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from framelens import ChatMessage, ChatResult, Usage
 
@@ -38,6 +38,7 @@ from .responses_stream import ResponseDraft, response_events
 from .routing import RouteTable, json_response, read_json
 from .schema import ChatCompletionRequest
 from .state import api_state
+from .streaming import BufferedStreamingResponse
 
 __all__ = ["add_responses_routes", "to_chat_request"]
 
@@ -199,8 +200,8 @@ async def create_response(request: Request) -> Response:
     draft = _draft(req, prepared)
     if prepared.stream:
         events = await response_events(api, request, prepared, draft, started)
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return BufferedStreamingResponse(events, media_type="text/event-stream",
+                                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     async with api.limiter.slot():
         result: ChatResult = await api.call(request, api.backend.chat(prepared.messages, prepared.params))
     _count(api, result.usage)

@@ -69,26 +69,65 @@ class ApiState:
         return error
 
     async def call(self, request: Request, work: Awaitable[T], timeout: float | None = None) -> T:
-        """Await ``work`` unless the client disconnects (cancelled, :class:`ClientGone`) or time runs out (504)."""
-        task = asyncio.ensure_future(work)
-        watcher = asyncio.ensure_future(wait_for_disconnect(request))
+        """Await ``work`` unless the client disconnects (cancelled, :class:`ClientGone`) or time runs out (504).
+
+        ``work`` runs in the caller's task; a timer and one watcher task cancel it
+        (two tasks and an ``asyncio.wait`` per request cost a tenth of a proxied
+        request's CPU).
+        """
+        task = asyncio.current_task()
+        assert task is not None
+        stop = _Stop(task)
+        timer = asyncio.get_running_loop().call_later(timeout or self.options.request_timeout, stop, "timeout")
+        watcher = asyncio.ensure_future(_watch_disconnect(request, stop))
+        failure: Exception | None = None
         try:
-            done, _ = await asyncio.wait({task, watcher}, timeout=timeout or self.options.request_timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if task in done:
-            try:
-                return task.result()
-            except ApiError:
+            result = await work
+        except asyncio.CancelledError:
+            if stop.reason is None:
                 raise
-            except Exception as exc:
-                raise self.backend_failure(exc, request) from None
-        task.cancel()
-        if watcher in done:
-            log.info("[%s] client disconnected; backend request cancelled", request_id(request.scope))
-            raise ClientGone()
-        raise self.backend_failure(TimeoutError(), request)
+        except ApiError:
+            if stop.reason is None:
+                raise
+        except Exception as exc:
+            failure = exc
+        finally:
+            timer.cancel()
+            watcher.cancel()
+        if stop.reason is not None:
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+: count our cancellation as handled
+            if uncancel is not None and uncancel() > 0:
+                raise asyncio.CancelledError  # someone else cancelled this task too
+            if stop.reason == "gone":
+                log.info("[%s] client disconnected; backend request cancelled", request_id(request.scope))
+                raise ClientGone()
+            raise self.backend_failure(TimeoutError(), request)
+        if failure is not None:
+            raise self.backend_failure(failure, request) from None
+        return result
+
+
+class _Stop:
+    """Cancels a task once, remembering why (``"timeout"`` or ``"gone"``)."""
+
+    __slots__ = ("reason", "task")
+
+    def __init__(self, task: asyncio.Task[object]) -> None:
+        self.task = task
+        self.reason: str | None = None
+
+    def __call__(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+            self.task.cancel()
+
+
+async def _watch_disconnect(request: Request, stop: _Stop) -> None:
+    try:
+        await wait_for_disconnect(request)
+    except Exception:
+        pass  # receive() failing means the connection is unusable: the same as a disconnect
+    stop("gone")
 
 
 def api_state(request: Request) -> ApiState:

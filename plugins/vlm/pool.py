@@ -48,7 +48,7 @@ from pydantic import SecretStr, field_validator
 from framelens import BackendError, CommaList, Context, Field, Options, redact
 from framelens.web import parse_retry_after
 
-from .transport import AiohttpTransport
+from .transport import AiohttpTransport, read_body
 
 __all__ = ["HttpBackendOptions", "ServerPool", "parse_json_error", "parse_retry_after", "register_pool_metrics"]
 
@@ -237,6 +237,8 @@ class ServerPool:
     def _candidates(self, tried: set[_Server]) -> list[_Server]:
         """Servers this request may still use: the healthy ones; only when none is
         healthy, the ones taken out, soonest back first."""
+        if len(self.servers) == 1:
+            return [] if self.servers[0] in tried else self.servers  # dead or alive, it is the one to try
         now = time.monotonic()
         live = [s for s in self.servers if s.dead_until <= now]
         if live:
@@ -249,7 +251,7 @@ class ServerPool:
             candidates = self._candidates(tried)
             if not candidates:
                 return None
-            best = min(candidates, key=lambda s: (s.in_flight, s.last_pick))
+            best = candidates[0] if len(candidates) == 1 else min(candidates, key=lambda s: (s.in_flight, s.last_pick))
             if best.in_flight < self.max_in_flight:
                 self._picks += 1
                 best.last_pick = self._picks
@@ -364,11 +366,11 @@ class ServerPool:
         """Send a request and return its JSON body (a :class:`BackendError` if it is not JSON)."""
         async with self.stream(method, path, json=json, timeout=timeout) as response:
             try:
-                body = await response.aread()
+                body = await read_body(response)
             except httpx.HTTPError as exc:
                 raise self.translate(exc, str(response.request.url)) from None
         try:
-            return response.json() if body else None
+            return json_module.loads(body) if body else None
         except ValueError:
             raise BackendError(
                 f"{self.service} at {response.request.url} answered with something that is not JSON: "
@@ -399,9 +401,12 @@ class ServerPool:
                         raise BackendError(f"{self.service} did not answer within the time limit", kind="timeout")
                     server.requests += 1
                     try:
-                        request = client.build_request(
-                            method, self._url(server, path), json=payload,
-                            timeout=httpx.Timeout(remaining, connect=min(self.connect_timeout, remaining)),
+                        # What client.build_request() makes (the client's headers, no cookies, no query
+                        # to merge) without merging them again on every request.
+                        request = httpx.Request(
+                            method, self._url(server, path), json=payload, headers=client.headers,
+                            extensions={"timeout": {"connect": min(self.connect_timeout, remaining),
+                                                    "read": remaining, "write": remaining, "pool": remaining}},
                         )
                         # Straight to the transport: no redirects, cookies or auth flows to run (the
                         # client's headers and timeouts are already on the request), a fifth less CPU.

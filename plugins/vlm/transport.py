@@ -35,9 +35,10 @@ import aiohttp
 import httpx
 from yarl import URL
 
-__all__ = ["AiohttpTransport", "map_error"]
+__all__ = ["AiohttpTransport", "map_error", "read_body"]
 
 _CHUNK = 64 * 1024
+_NO_USER_AGENT = ("User-Agent",)
 
 
 def map_error(exc: BaseException, request: httpx.Request, *, sent: bool) -> httpx.TransportError:
@@ -71,9 +72,29 @@ class _Body(httpx.AsyncByteStream):
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
             raise map_error(exc, self._request, sent=True) from exc
 
+    async def read_all(self) -> bytes:
+        """The whole body in one read (what ``Response.aread()`` gets through four generators)."""
+        try:
+            return await self._response.read()
+        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+            raise map_error(exc, self._request, sent=True) from exc
+
     async def aclose(self) -> None:
         # release() keeps a fully read connection alive and closes one that was cut short.
         self._response.release()
+
+
+async def read_body(response: httpx.Response) -> bytes:
+    """``await response.aread()``, in one read when the body came through this transport undecoded.
+
+    For callers that only need the bytes (``response.content`` stays unset then).
+    """
+    stream = response.stream
+    if isinstance(stream, _Body) and not response.is_stream_consumed and (
+            response.headers.get("content-encoding", "identity").strip().lower() == "identity"):
+        response.is_stream_consumed = True
+        return await stream.read_all()
+    return await response.aread()
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -96,10 +117,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=self.max_connections,
                                              keepalive_timeout=self.keepalive_expiry, enable_cleanup_closed=False,
                                              ttl_dns_cache=10)
-            # No cookies, no default headers, no decoding: httpx does what it always does with the answer.
+            # No cookies, no User-Agent of aiohttp's, no decoding: httpx does what it always does with the
+            # answer. (The User-Agent is skipped per request: a session-wide skip list costs a header
+            # copy on every request, even the ones that bring their own User-Agent, as httpx's do.)
             self._session = aiohttp.ClientSession(connector=connector, auto_decompress=False,
                                                   cookie_jar=aiohttp.DummyCookieJar(),
-                                                  skip_auto_headers=("User-Agent",),
                                                   timeout=aiohttp.ClientTimeout(total=None))
         return self._session
 
@@ -115,6 +137,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         )
         body = request.content if isinstance(request.stream, httpx.ByteStream) else await request.aread()
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+        skip = None if any(k.lower() == "user-agent" for k, _ in headers) else _NO_USER_AGENT
         key = str(request.url)
         url = self._urls.get(key)
         if url is None:
@@ -126,6 +149,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             response = await self._get_session().request(
                 request.method, url, headers=headers, data=body or None,
                 timeout=timeout, allow_redirects=False, compress=None, auto_decompress=False,
+                skip_auto_headers=skip,
             )
             sent = True
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:

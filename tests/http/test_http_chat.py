@@ -408,6 +408,29 @@ def test_client_disconnect_cancels_the_backend_request() -> None:
         assert _eventually(lambda: backend.cancelled == 2)
 
 
+def test_client_disconnect_mid_stream_cancels_the_backend_stream() -> None:
+    with echo_service(chunk_delay=0.5) as (running, backend):
+        with httpx.stream("POST", running.v1 + "/chat/completions", timeout=10,
+                          json={"messages": [{"role": "user", "content": "one two three four five six"}],
+                                "stream": True}) as reply:
+            lines = reply.iter_lines()
+            assert next(line for line in lines if line.startswith("data:"))  # the response has started
+        assert _eventually(lambda: backend.cancelled == 1)
+
+
+def test_request_timeout_mid_stream_is_an_sse_error_event() -> None:
+    with echo_service({"request-timeout": 0.5}, chunk_delay=0.3) as (running, backend):
+        with httpx.stream("POST", running.v1 + "/chat/completions", timeout=10,
+                          json={"messages": [{"role": "user", "content": "one two three four five"}],
+                                "stream": True}) as reply:
+            events = [json.loads(line[5:]) for line in reply.iter_lines()
+                      if line.startswith("data:") and line != "data: [DONE]"]
+        assert reply.status_code == 200
+        assert events[-1]["error"]["code"] == "backend_timeout"
+        assert "".join(e["choices"][0]["delta"].get("content") or "" for e in events[:-1]) == "one"
+        assert _eventually(lambda: backend.cancelled == 1)
+
+
 def _eventually(check: object, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

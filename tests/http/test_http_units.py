@@ -88,3 +88,47 @@ def test_limiter_caps_running_and_waiting() -> None:
     results = asyncio.run(scenario())
     assert results[0] == "ok"
     assert [r.status for r in results[1:] if isinstance(r, ApiError)] == [429, 429]
+
+
+def test_limiter_serves_waiters_in_order_and_passes_on_the_slot_of_one_that_gives_up() -> None:
+    async def scenario() -> list[str]:
+        limiter = Limiter(1, 10, 5)
+        order: list[str] = []
+        gate = asyncio.Event()
+
+        async def job(name: str) -> None:
+            async with limiter.slot():
+                order.append(name)
+                await gate.wait()
+
+        first = asyncio.create_task(job("first"))
+        await asyncio.sleep(0.01)
+        waiters = [asyncio.create_task(job(n)) for n in ("a", "b", "c")]
+        await asyncio.sleep(0.01)
+        assert (limiter.running, limiter.waiting) == (1, 3)
+        waiters[1].cancel()  # "b" leaves the queue
+        await asyncio.sleep(0.01)
+        assert (limiter.running, limiter.waiting) == (1, 2)
+        gate.set()
+        await asyncio.gather(first, waiters[0], waiters[2])
+        assert (limiter.running, limiter.waiting) == (0, 0)
+        async with limiter.slot():  # the slot came back
+            assert limiter.running == 1
+        return order
+
+    assert asyncio.run(scenario()) == ["first", "a", "c"]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_chat_chunks_encoded_from_a_prefix_are_the_bytes_of_the_whole_event(include_usage: bool) -> None:
+    from framelens.plugins.http.chat import _chunk_encoder, _sse
+
+    cid, created, model = 'chatcmpl-"x"', 1700000000, "mödel/\u2028name"
+    chunk = _chunk_encoder(cid, created, model, include_usage)
+    for delta, finish in [({"role": "assistant", "content": ""}, None), ({"content": 'héllo "q"\n\x00 🙂'}, None),
+                          ({"reasoning_content": "…"}, None), ({}, "stop"), ({}, "length")]:
+        whole = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                 "system_fingerprint": None,
+                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+                 **({"usage": None} if include_usage else {})}
+        assert chunk(delta, finish) == _sse(whole)
