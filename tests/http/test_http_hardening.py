@@ -26,7 +26,7 @@ import httpx
 import numpy as np
 import pytest
 from _http_support import Running, echo_service, solid_png
-from helpers import free_port
+from helpers import TarPit, free_port, tar_pit
 
 from framelens import Source, SourceInfo, Stream
 from framelens.capture import LiveCapture
@@ -34,49 +34,6 @@ from framelens.capture import LiveCapture
 pytestmark = pytest.mark.timeout(120)
 
 PNG = "data:image/png;base64," + base64.b64encode(solid_png()).decode()
-
-
-class TarPit:
-    """A TCP server that accepts every connection and never sends a byte (or, with ``reply``, one line)."""
-
-    def __init__(self, reply: bytes | None = None) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.listener.settimeout(0.1)
-        self.port = int(self.listener.getsockname()[1])
-        self.reply = reply
-        self.accepted: list[float] = []
-        self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                continue
-            self.accepted.append(time.monotonic())
-            if self.reply is not None:
-                with contextlib.suppress(OSError):
-                    conn.sendall(self.reply)
-            self._held.append(conn)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        for conn in self._held:
-            conn.close()
-        self.listener.close()
-
-
-@contextlib.contextmanager
-def tar_pit(reply: bytes | None = None) -> Iterator[TarPit]:
-    pit = TarPit(reply)
-    try:
-        yield pit
-    finally:
-        pit.close()
 
 
 def closed_port() -> int:
