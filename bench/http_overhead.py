@@ -31,14 +31,13 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port
-from loadgen import measure, start
+from loadgen import json_answer, measure, read_request, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "nvidia/nemotron-nano-12b-v2-vl"
@@ -84,12 +83,7 @@ def _serve_backend(delay: float, stream_chunks: int) -> Any:
         """Parses each request (JSON body included), waits ``delay``, answers in one write."""
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                path = lines[0].split(" ")[1]
-                length = next((int(v) for k, _, v in (line.partition(":") for line in lines[1:])
-                               if k.strip().lower() == "content-length"), 0)
-                body = await reader.readexactly(length) if length else b""
+                path, body = await read_request(reader)
                 if path.endswith("/chat/completions"):
                     request = json.loads(body)
                     request["messages"]
@@ -103,8 +97,7 @@ def _serve_backend(delay: float, stream_chunks: int) -> Any:
                     payload = _ANSWER
                 else:
                     payload = _MODELS
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                             + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+                writer.write(json_answer(payload))
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -184,13 +177,7 @@ def main() -> None:
         if args.markdown:
             print(markdown(report))
     finally:
-        for proc in (framelens, backend):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop(framelens, backend)
 
 
 if __name__ == "__main__":

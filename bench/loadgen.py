@@ -17,7 +17,34 @@ from typing import Any
 import httpx
 from _common import ROOT
 
-__all__ = ["measure", "start"]
+__all__ = ["json_answer", "measure", "read_request", "start", "stop"]
+
+
+def stop(*procs: subprocess.Popen[bytes] | None) -> None:
+    """Terminate the processes :func:`start` made (killed if they do not exit within 10 s)."""
+    for proc in procs:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[str, bytes]:
+    """One HTTP/1.1 request of a keep-alive connection, for the benchmarks' minimal backends: its path and
+    body (:class:`asyncio.IncompleteReadError` when the client hangs up)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    length = next((int(v) for k, _, v in (line.partition(":") for line in lines[1:])
+                   if k.strip().lower() == "content-length"), 0)
+    return lines[0].split(" ")[1], await reader.readexactly(length) if length else b""
+
+
+def json_answer(payload: bytes) -> bytes:
+    """A whole keep-alive JSON response, to send in one write."""
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: " + str(len(payload)).encode()
+            + b"\r\n\r\n" + payload)
 
 
 def start(args: list[str], ready_url: str) -> subprocess.Popen[bytes]:

@@ -23,14 +23,13 @@ import argparse
 import asyncio
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import free_port
-from loadgen import measure, start
+from loadgen import json_answer, measure, read_request, start, stop
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "nvidia/nemotron-nano-12b-v2-vl"
@@ -51,15 +50,8 @@ async def _serve_instant(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     """The instant backend: parses each request (JSON body included) and answers in one write."""
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            path = lines[0].split(" ")[1]
-            length = next((int(v) for k, _, v in (line.partition(":") for line in lines[1:])
-                           if k.strip().lower() == "content-length"), 0)
-            body = await reader.readexactly(length) if length else b""
-            payload = _ANSWER if path.endswith("/chat/completions") and json.loads(body) else _MODELS
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(payload)).encode() + b"\r\n\r\n" + payload)
+            path, body = await read_request(reader)
+            writer.write(json_answer(_ANSWER if path.endswith("/chat/completions") and json.loads(body) else _MODELS))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         writer.close()
@@ -107,13 +99,7 @@ def main() -> None:
             })
         print(json.dumps(report, indent=1))
     finally:
-        for proc in (framelens, backend):
-            if proc is not None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        stop(framelens, backend)
 
 
 if __name__ == "__main__":
