@@ -192,18 +192,22 @@ def _normalise(name: str) -> str:
     return name
 
 
-def iter_weights(files: ModelFiles) -> Iterator[tuple[str, Path]]:
-    """``(normalised name, file)`` for every tensor, reading only the headers."""
+def _tensor_names(files: ModelFiles, file: Path) -> list[str]:
+    """The tensor names stored in ``file`` (its header only); a broken file is a ConfigError."""
     from safetensors import SafetensorError, safe_open
 
+    try:
+        with safe_open(str(file), "pt") as f:
+            return list(f.keys())
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ConfigError(f"local-model={files.name}: {file} is not a valid safetensors file ({exc}); "
+                          "download it again") from None
+
+
+def iter_weights(files: ModelFiles) -> Iterator[tuple[str, Path]]:
+    """``(normalised name, file)`` for every tensor, reading only the headers."""
     for file in files.weights:
-        try:
-            with safe_open(str(file), "pt") as f:
-                names = list(f.keys())
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ConfigError(f"local-model={files.name}: {file} is not a valid safetensors file ({exc}); "
-                              "download it again") from None
-        for n in names:
+        for n in _tensor_names(files, file):
             yield _normalise(n), file
 
 
@@ -214,13 +218,7 @@ def read_weights(files: ModelFiles, prefix: str, device: torch.device, dtype: to
     out: dict[str, torch.Tensor] = {}
     by_file: dict[Path, list[str]] = {}
     for file in files.weights:
-        try:
-            with safe_open(str(file), "pt") as f:
-                names = list(f.keys())
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ConfigError(f"local-model={files.name}: {file} is not a valid safetensors file ({exc}); "
-                              "download it again") from None
-        by_file[file] = [n for n in names if _normalise(n).startswith(prefix)]
+        by_file[file] = [n for n in _tensor_names(files, file) if _normalise(n).startswith(prefix)]
     for file, names in by_file.items():
         if not names:
             continue
