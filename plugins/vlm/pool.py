@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the VLM backends: pooled client, retries, a pool of servers, limits.
 
 One :class:`ServerPool` per backend instance holds one ``httpx.AsyncClient``
-(on :class:`~.transport.AiohttpTransport`, whose cost per request does not grow
+(on :class:`~.transport.HttpTransport`, whose cost per request does not grow
 with the number of connections) for all its base URLs and gives every request:
 
 - connect and read timeouts (per read: a streamed answer may take longer in
@@ -48,7 +48,7 @@ from pydantic import SecretStr, field_validator
 from framelens import BackendError, CommaList, Context, Field, Options, redact
 from framelens.web import parse_retry_after
 
-from .transport import AiohttpTransport, read_body
+from .transport import HttpTransport, read_body
 
 __all__ = ["HttpBackendOptions", "ServerPool", "parse_json_error", "parse_retry_after", "register_pool_metrics"]
 
@@ -183,7 +183,7 @@ class ServerPool:
         self._picks = 0
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._client: httpx.AsyncClient | None = None
-        self._transport = AiohttpTransport()
+        self._transport = HttpTransport()
         self._parsed: dict[str, httpx.URL] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -205,7 +205,7 @@ class ServerPool:
             # lives on context.runner's loop for its whole life.
             self._loop = loop
             self._waiters.clear()
-            self._transport = AiohttpTransport()
+            self._transport = HttpTransport()
             self._client = httpx.AsyncClient(
                 headers=self.headers,
                 timeout=httpx.Timeout(self.timeout, connect=self.connect_timeout),
@@ -391,7 +391,6 @@ class ServerPool:
                 await asyncio.sleep(pause)
             busy = None
             tried: set[_Server] = set()
-            dropped: set[_Server] = set()
             while (server := await self._acquire(tried, deadline)) is not None:
                 tried.add(server)
                 held = True
@@ -416,13 +415,10 @@ class ServerPool:
                         errors.append((server.url, _describe(exc)))
                         continue
                     except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-                        # It took the connection and dropped it before answering: try again, on this
-                        # server once more (a keep-alive connection it had closed) and on the others.
+                        # It took the connection and dropped it before answering: the other servers next.
+                        # (A kept-alive connection it had closed while idle is retried by the transport.)
                         server.errors += 1
                         errors.append((server.url, _describe(exc)))
-                        if server not in dropped:
-                            dropped.add(server)
-                            tried.discard(server)
                         continue
                     except httpx.TimeoutException:
                         server.errors += 1

@@ -50,7 +50,8 @@ PATH = "/v1/chat/completions"
     (Fault(PATH, Reply.json({"error": {"message": "boom", "type": "server_error"}}, 500)), 502, "backend_server"),
     (Fault(PATH, Reply.text("<html>502 Bad Gateway</html>", 200, "text/html")), 502, None),
     (Fault(PATH, Reply(200, {"Content-Type": "application/json"}, b'{"choices": [')), 502, None),
-    # Twice: a connection dropped on a reused keep-alive connection is retried once by the client.
+    # Twice: a drop on a reused keep-alive connection (the earlier cases leave one) is retried once by the
+    # transport, on a fresh connection.
     (Fault(PATH, DROP, 2), 502, None),
 ])
 def test_a_failing_backend_is_a_clean_5xx_and_the_next_request_is_served(
