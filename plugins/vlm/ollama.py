@@ -45,6 +45,7 @@ from framelens import (
 from .describer import DescriberOptions
 from .media import image_payload
 from .pool import HttpBackendOptions, ServerPool, parse_json_error, register_pool_metrics
+from .transport import iter_lines
 
 __all__ = ["OllamaBackend", "OllamaDescriberOptions", "OllamaOptions"]
 
@@ -234,7 +235,7 @@ class OllamaBackend(VLMBackend):
         first: float | None = None
         async with self.pool.stream("POST", "/api/chat", json=body, timeout=params.timeout) as response:
             url = str(response.request.url)
-            lines = response.aiter_lines()
+            lines = iter_lines(response)
             while True:
                 try:
                     line = await lines.__anext__()

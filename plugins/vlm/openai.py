@@ -51,6 +51,7 @@ from .describer import DescriberOptions
 from .media import data_uri, encode_mp4, image_payload
 from .pool import HttpBackendOptions, ServerPool, parse_json_error, register_pool_metrics
 from .text import ThinkFilter
+from .transport import iter_lines
 
 __all__ = ["NimDescriberOptions", "NimOptions", "OpenAICompatBackend", "OpenAIDescriberOptions", "OpenAIOptions"]
 
@@ -263,7 +264,7 @@ class OpenAICompatBackend(VLMBackend):
         done = False
         async with self.pool.stream("POST", "/chat/completions", json=body, timeout=params.timeout) as response:
             url = str(response.request.url).rsplit("/chat/completions", 1)[0]
-            lines = response.aiter_lines()
+            lines = iter_lines(response)
             while not done:
                 try:
                     line = await lines.__anext__()

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from fakes import FakeOpenAI, unused_url
 
-from framelens.plugins.vlm.transport import HttpTransport, read_body
+from framelens.plugins.vlm.transport import HttpTransport, iter_lines, read_body
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{\"ok\":true}"
 
@@ -40,11 +40,13 @@ def _read_request(conn: socket.socket, pending: bytearray) -> bytes | None:
 class RawServer:
     """Accepts connections on 127.0.0.1 (or TLS with ``tls``) and answers their requests.
 
-    ``answer(n)`` gives the bytes for the server's n-th request (from 0) and what to do
-    next: ``"keep"`` (read the next request), ``"close"``, ``"hang"`` or ``"reset"``.
+    ``answer(n)`` gives the bytes for the server's n-th request (from 0), or a list of
+    pieces sent 20 ms apart, and what to do next: ``"keep"`` (read the next request),
+    ``"close"``, ``"hang"`` or ``"reset"``.
     """
 
-    def __init__(self, answer: Callable[[int], tuple[bytes, str]], tls: ssl.SSLContext | None = None) -> None:
+    def __init__(self, answer: Callable[[int], tuple[bytes | list[bytes], str]],
+                 tls: ssl.SSLContext | None = None) -> None:
         self.answer, self.tls = answer, tls
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -80,7 +82,10 @@ class RawServer:
             while (request := _read_request(conn, pending)) is not None:
                 self.requests.append(request)
                 script, then = self.answer(len(self.requests) - 1)
-                conn.sendall(script)
+                for piece in script if isinstance(script, list) else [script]:
+                    conn.sendall(piece)
+                    if isinstance(script, list):
+                        self._stop.wait(0.02)  # pieces arrive apart
                 if then == "hang":
                     self._stop.wait(5)
                 elif then == "reset":
@@ -98,7 +103,7 @@ class RawServer:
 def raw() -> Iterator[Callable[..., RawServer]]:
     servers: list[RawServer] = []
 
-    def make(answer: Callable[[int], tuple[bytes, str]] | bytes, then: str = "close",
+    def make(answer: Callable[[int], tuple[bytes | list[bytes], str]] | bytes | list[bytes], then: str = "close",
              tls: ssl.SSLContext | None = None) -> RawServer:
         script = answer
         server = RawServer(script if callable(script) else (lambda n: (script, then)), tls)
@@ -190,6 +195,24 @@ def test_chunked_and_until_close_bodies_and_an_interim_answer(raw: Callable[...,
     assert asyncio.run(get(until_close.url)).text == "all of it"
     answer = asyncio.run(get(interim.url))
     assert answer.status_code == 200 and answer.json() == {"ok": True}
+
+
+@pytest.mark.parametrize("pieces", [
+    [b"data: one\n\ndata: two\n\n", b"data: [DONE]\n\n"],
+    [b"data: a\r", b"\ndata: b\r\n\r\n", b"da", b"ta: c\rdata: d\n", b"tail without end"],
+    ["data: caf\u00e9 \u2603\n".encode()[:13], "data: caf\u00e9 \u2603\n".encode()[13:], b"\r"],
+    [b"\n\n\r\r\n", b"x"],
+])
+def test_iter_lines_splits_as_httpx_does(raw: Callable[..., RawServer], pieces: list[bytes]) -> None:
+    server = raw([b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n",
+                  *(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces), b"0\r\n\r\n"])
+
+    async def go() -> list[str]:
+        async with httpx.AsyncClient(transport=HttpTransport()) as client:
+            async with client.stream("GET", server.url) as response:
+                return [line async for line in iter_lines(response)]
+
+    assert asyncio.run(go()) == list(httpx.Response(200, content=b"".join(pieces)).iter_lines())
 
 
 def test_head_answers_end_at_their_headers(raw: Callable[..., RawServer]) -> None:
