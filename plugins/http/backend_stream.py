@@ -139,5 +139,5 @@ async def open_backend_stream(api: ApiState, request: Request, messages: Sequenc
             await stack.aclose()
         raise
     stream = BackendStream(first, rest, stack, deadline, started)
-    api.metrics.first_token.labels(api.backend_name).observe(stream.first_token_s)
+    api.metrics.observe_first_token(api.backend_name, stream.first_token_s)
     return stream

@@ -105,10 +105,9 @@ def _message(result: ChatResult) -> dict[str, Any]:
 
 def _count(api: ApiState, usage: Usage | None, first_token_s: float | None) -> None:
     if usage is not None:
-        api.metrics.completion_tokens.labels(api.backend_name).inc(usage.completion_tokens)
-        api.metrics.prompt_tokens.labels(api.backend_name).inc(usage.prompt_tokens)
+        api.metrics.count_tokens(api.backend_name, usage.prompt_tokens, usage.completion_tokens)
     if first_token_s is not None:
-        api.metrics.first_token.labels(api.backend_name).observe(first_token_s)
+        api.metrics.observe_first_token(api.backend_name, first_token_s)
 
 
 def _sse(data: dict[str, Any]) -> bytes:

@@ -42,7 +42,27 @@ class HttpMetrics(Collector):
                                      registry=registry)
         self.backend_errors = Counter("framelens_http_backend_errors", "Backend failures by kind",
                                       ["backend", "kind"], registry=registry)
+        self._tokens: dict[str, tuple[Counter, Counter]] = {}
+        self._first: dict[str, Histogram] = {}
         registry.register(self)
+
+    # labels() validates and locks on every call: the children are looked up once per backend.
+
+    def count_tokens(self, backend: str, prompt_tokens: int, completion_tokens: int) -> None:
+        """Add one answer's tokens to ``backend``'s counters."""
+        children = self._tokens.get(backend)
+        if children is None:
+            children = self._tokens[backend] = (self.prompt_tokens.labels(backend),
+                                                self.completion_tokens.labels(backend))
+        children[0].inc(prompt_tokens)
+        children[1].inc(completion_tokens)
+
+    def observe_first_token(self, backend: str, seconds: float) -> None:
+        """Record the time from a request to ``backend``'s first token."""
+        child = self._first.get(backend)
+        if child is None:
+            child = self._first[backend] = self.first_token.labels(backend)
+        child.observe(seconds)
 
     def collect(self) -> Iterator[Metric]:
         running = GaugeMetricFamily("framelens_http_backend_requests_running", "Backend requests running",

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from framelens import ChatMessage, ChatResult, Usage
+from framelens import ChatMessage, ChatResult
 
 from .convert import Prepared
 from .errors import ApiError
@@ -204,16 +204,11 @@ async def create_response(request: Request) -> Response:
                                          headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     async with api.limiter.slot():
         result: ChatResult = await api.call(request, api.backend.chat(prepared.messages, prepared.params))
-    _count(api, result.usage)
+    api.metrics.count_tokens(api.backend_name, result.usage.prompt_tokens, result.usage.completion_tokens)
     draft.model = result.model or prepared.model
     draft.reasoning = result.reasoning
     draft.text = result.text
     return json_response(draft.finished(result.finish_reason, result.usage))
-
-
-def _count(api: Any, usage: Usage) -> None:
-    api.metrics.completion_tokens.labels(api.backend_name).inc(usage.completion_tokens)
-    api.metrics.prompt_tokens.labels(api.backend_name).inc(usage.prompt_tokens)
 
 
 async def no_stored_response(request: Request) -> Response:

@@ -180,8 +180,7 @@ async def response_events(api: ApiState, request: Request, prepared: Prepared, d
             final = draft.finished(finish, usage or Usage())
             yield event(f"response.{final['status']}", response=final)
             if usage is not None:
-                api.metrics.completion_tokens.labels(api.backend_name).inc(usage.completion_tokens)
-                api.metrics.prompt_tokens.labels(api.backend_name).inc(usage.prompt_tokens)
+                api.metrics.count_tokens(api.backend_name, usage.prompt_tokens, usage.completion_tokens)
         except Exception as exc:
             error = api.backend_failure(exc, request)
             log.warning("[%s] response stream failed mid-way: %s", request_id(request.scope), error.message)
