@@ -122,5 +122,6 @@ def measure(port: int, path: str, body: bytes, concurrency: int, seconds: float,
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(_load(port, path, body, concurrency, warmup))
+    if warmup > 0:
+        asyncio.run(_load(port, path, body, concurrency, warmup))
     return asyncio.run(_load(port, path, body, concurrency, seconds))

@@ -264,42 +264,40 @@ class OpenAICompatBackend(VLMBackend):
         done = False
         async with self.pool.stream("POST", "/chat/completions", json=body, timeout=params.timeout) as response:
             url = str(response.request.url).rsplit("/chat/completions", 1)[0]
-            lines = iter_lines(response)
-            while not done:
-                try:
-                    line = await lines.__anext__()
-                except StopAsyncIteration:
-                    break
-                except httpx.HTTPError as exc:
-                    raise self.pool.translate(exc, url) from None
-                if not line.startswith("data:"):
-                    continue  # blank separators, ": keep-alive" comments, event: lines
-                payload = line[5:].strip()
-                if payload == "[DONE]":
-                    done = True
-                    break
-                try:
-                    data = json.loads(payload)
-                except ValueError:
-                    raise BackendError(f"{self.service} sent an event that is not JSON: {payload[:200]!r}",
-                                       kind="server") from None
-                if "error" in data or data.get("object") == "error":
-                    # Headers (and the 200) are already out: the error comes as an event.
-                    raise BackendError(f"{self.service} at {url} failed mid-answer: "
-                                       f"{parse_json_error(payload.encode())}", kind="server")
-                if data.get("usage"):
-                    usage = _usage(data["usage"])
-                model = str(data.get("model") or model)
-                for choice in data.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    text = think.feed(str(delta.get("content") or ""))
-                    reasoning = _reasoning(delta)
-                    if choice.get("finish_reason"):
-                        finish = str(choice["finish_reason"])
-                    if text or reasoning:
-                        if first is None:
-                            first = time.monotonic() - started
-                        yield ChatChunk(text=text, model=model, reasoning=reasoning)
+            try:
+                async for line in iter_lines(response):
+                    if not line.startswith("data:"):
+                        continue  # blank separators, ": keep-alive" comments, event: lines
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
+                        done = True
+                        break
+                    try:
+                        data = json.loads(payload)
+                    except ValueError:
+                        data = None
+                    if not isinstance(data, dict):
+                        raise BackendError(f"{self.service} sent an event that is not a JSON object: "
+                                           f"{payload[:200]!r}", kind="server")
+                    if "error" in data or data.get("object") == "error":
+                        # Headers (and the 200) are already out: the error comes as an event.
+                        raise BackendError(f"{self.service} at {url} failed mid-answer: "
+                                           f"{parse_json_error(payload.encode())}", kind="server")
+                    if data.get("usage"):
+                        usage = _usage(data["usage"])
+                    model = str(data.get("model") or model)
+                    for choice in data.get("choices") or []:
+                        delta = choice.get("delta") or {}
+                        text = think.feed(str(delta.get("content") or ""))
+                        reasoning = _reasoning(delta)
+                        if choice.get("finish_reason"):
+                            finish = str(choice["finish_reason"])
+                        if text or reasoning:
+                            if first is None:
+                                first = time.monotonic() - started
+                            yield ChatChunk(text=text, model=model, reasoning=reasoning)
+            except httpx.HTTPError as exc:
+                raise self.pool.translate(exc, url) from None
         if not done and finish is None:
             raise BackendError(f"{self.service} ended the stream before it finished the answer", kind="server")
         rest = think.flush()

@@ -112,10 +112,12 @@ async def iter_lines(response: httpx.Response) -> AsyncIterator[str]:
     Streamed answers cost a quarter less CPU per token event this way.
     """
     stream = response.stream
-    charset = response.charset_encoding
+    headers = response.headers
+    # (httpx's charset_encoding parses Content-Type with the email package: only when a charset is named)
     if not isinstance(stream, _Body) or response.is_stream_consumed or (
-            response.headers.get("content-encoding", "identity").strip().lower() != "identity") or (
-            charset is not None and charset.lower().replace("-", "") != "utf8"):
+            headers.get("content-encoding", "identity").strip().lower() != "identity") or (
+            "charset" in headers.get("content-type", "").lower()
+            and (response.charset_encoding or "").lower().replace("-", "") != "utf8"):
         async for line in response.aiter_lines():
             yield line
         return

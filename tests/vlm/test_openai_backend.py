@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from fakes import FakeOpenAI, unused_url
+from fakes import FakeOpenAI, Fault, Reply, unused_url
 
 from framelens import BackendError, ChatMessage, Context, GenerationParams, ImagePart, TextPart, VideoPart
 from framelens.plugin_manager import get_plugin_manager
@@ -169,6 +169,16 @@ def test_error_in_the_middle_of_a_stream(nim: FakeOpenAI) -> None:
     with pytest.raises(BackendError) as err:
         run(stream(backend(nim.base_url), ask()))
     assert "failed mid-answer" in str(err.value) and "illegal memory access" in str(err.value)
+
+
+@pytest.mark.parametrize("event", [b"data: [1, 2]", b"data: {not json", b'data: "text"'])
+def test_an_event_that_is_not_a_json_object_is_a_clear_error(nim: FakeOpenAI, event: bytes) -> None:
+    nim.add_fault(Fault("/v1/chat/completions", Reply(200, {"Content-Type": "text/event-stream"},
+                                                      event + b"\n\ndata: [DONE]\n\n")))
+    with pytest.raises(BackendError) as err:
+        run(stream(backend(nim.base_url), ask()))
+    assert err.value.kind == "server"
+    assert "sent an event that is not a JSON object" in str(err.value) and event[6:].decode() in str(err.value)
 
 
 def test_stream_cut_before_the_end_is_an_error(nim: FakeOpenAI) -> None:
