@@ -6,8 +6,8 @@ and the queue: at 64 concurrent backend calls it spent 5 ms of CPU per request
 and the service collapsed (issue 15). Here a free keep-alive connection comes
 off a per-origin stack and a waiter off a FIFO, whatever their number. Each
 connection is an :class:`asyncio.Protocol` fed to httptools' parser (llhttp,
-the one uvicorn uses), and a request goes out in one write: a proxied request
-costs about a third of what aiohttp's client cost under the same httpx objects.
+the one uvicorn uses), and a request goes out in one write: a request
+costs about half the CPU that aiohttp's client cost under the same httpx objects.
 The backends keep httpx's API (``AsyncClient``, requests, streamed responses,
 ``httpx.HTTPError``); only the transport underneath changes.
 
@@ -22,11 +22,13 @@ connect took longer than ``connect``          ``ConnectTimeout``
 no free connection within ``pool``            ``PoolTimeout``
 no byte for ``read`` seconds                  ``ReadTimeout``
 server closed before / during the answer      ``RemoteProtocolError``
-socket error while reading / writing          ``ReadError`` / ``WriteError``
+socket error (a reset, a broken pipe)         ``ReadError``
 malformed HTTP                                ``RemoteProtocolError``
 ============================================  ==========================
 
-A dropped connection is never reported as a timeout. No proxies (as before:
+A dropped connection is never reported as a timeout. A kept-alive connection
+that the server closed while it lay idle (the answer had not begun) is retried
+once on a fresh connection, as browsers and httpcore do. No proxies (as before:
 backends are dialled directly) and no HTTP/2; Content-Encoding is left to
 httpx, which decodes it as usual.
 """

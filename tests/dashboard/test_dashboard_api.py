@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import DESCRIBE_ERROR, Service
+from dashboard_service import DESCRIBE_ERROR, Service
 from helpers import free_port, run_cli
 
 from framelens import (

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import CHAT_ANSWER, Service
+from dashboard_service import CHAT_ANSWER, Service
 
 pytestmark = pytest.mark.timeout(90)
 
