@@ -222,7 +222,6 @@ class HttpTransport(httpx.AsyncBaseTransport):
             if self._sweeper is None:
                 self._sweeper = asyncio.get_running_loop().call_later(self.keepalive_expiry, self._sweep)
         else:
-            conn.close()
             self._forget(conn)
         self._hand_over(conn.origin)
 
@@ -245,10 +244,9 @@ class HttpTransport(httpx.AsyncBaseTransport):
             for conn in [c for c in idle if c.closed or now - c.idle_since >= self.keepalive_expiry]:
                 idle.remove(conn)
                 self._forget(conn)
-            if idle:
-                self._sweeper = self._sweeper or asyncio.get_running_loop().call_later(
-                    self.keepalive_expiry, self._sweep)
             self._hand_over(origin)
+        if any(self._idle.values()):
+            self._sweeper = asyncio.get_running_loop().call_later(self.keepalive_expiry, self._sweep)
 
     # -- httpx ---------------------------------------------------------------------------------
 

@@ -11,6 +11,8 @@ import httpx
 import pytest
 from dashboard_service import CHAT_ANSWER, Service
 
+from framelens import Context
+
 pytestmark = pytest.mark.timeout(90)
 
 
@@ -219,14 +221,19 @@ def test_phone_and_4k_in_both_themes(service: Callable[..., Service], browser: A
     assert errors == []
 
 
-def test_selecting_a_stream_makes_it_big(service: Callable[..., Service], browser: Any,
-                                         shots: Callable[[Any, str], Path]) -> None:
+def _live_page_with_cam2(service: Callable[..., Service], browser: Any) -> tuple[Context, Any, list[str]]:
+    """A service whose context also has the live stream ``cam2``, and its dashboard page, live."""
     svc = service()
-    context = svc.context
-    # A second live stream, as a request would open it: another test pattern under its own id.
     svc.add_stream("cam2")
     page, errors = open_page(browser, svc.base + "/")
     wait_live(page)
+    return svc.context, page, errors
+
+
+def test_selecting_a_stream_makes_it_big(service: Callable[..., Service], browser: Any,
+                                         shots: Callable[[Any, str], Path]) -> None:
+    # A second live stream, as a request would open it: another test pattern under its own id.
+    context, page, errors = _live_page_with_cam2(service, browser)
     page.wait_for_selector("#streams [data-stream=cam2]")
     assert page.get_attribute("#streams [data-stream=main]", "aria-pressed") == "true"
     page.click("#streams [data-stream=cam2]")
@@ -247,12 +254,8 @@ def test_stream_cards_show_the_pipelines_rate_and_latency(service: Callable[...,
                                                           shots: Callable[[Any, str], Path]) -> None:
     import re
 
-    svc = service()
-    context = svc.context
     # A stream no pipeline processes: its card shows no pipeline numbers.
-    svc.add_stream("cam2")
-    page, errors = open_page(browser, svc.base + "/")
-    wait_live(page)
+    context, page, errors = _live_page_with_cam2(service, browser)
     pattern = r"processed (\d+\.\d) fps · (\d+(?:\.\d)?) ms latency"
     # The first status call has no rate yet ("—"); the next refresh (every 2 s) has one.
     page.wait_for_function(

@@ -160,6 +160,22 @@ def test_one_connection_serves_requests_one_after_another(raw: Callable[..., Raw
     assert server.requests[3].endswith(b'{"n":3}') and b"content-length: 7" in server.requests[3].lower()
 
 
+def test_idle_connections_are_closed_after_the_keepalive_expiry(raw: Callable[..., RawServer]) -> None:
+    server = raw(lambda n: (OK, "keep"))
+
+    async def go() -> tuple[int, int]:
+        transport = HttpTransport(keepalive_expiry=0.2)
+        async with httpx.AsyncClient(transport=transport) as client:
+            await client.get(server.url)
+            await client.get(server.url)  # within the expiry: the same connection
+            await asyncio.sleep(0.5)  # the sweep closes it
+            idle_after_sweep = sum(len(idle) for idle in transport._idle.values())
+            await client.get(server.url)
+            return idle_after_sweep, server.connections
+
+    assert asyncio.run(go()) == (0, 2)
+
+
 def test_a_kept_alive_connection_the_server_closed_is_replaced_without_an_error(raw: Callable[..., RawServer]) -> None:
     server = raw(lambda n: (OK, "close"))  # answers one request per connection, then hangs up
 
